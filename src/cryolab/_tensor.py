@@ -15,7 +15,12 @@ def as_tensor(x, *, dtype: torch.dtype | None = None, device=None) -> torch.Tens
     if isinstance(x, torch.Tensor):
         t = x
     else:
-        t = torch.as_tensor(np.asarray(x) if not np.isscalar(x) else x)
+        if np.isscalar(x):
+            t = torch.as_tensor(x)
+        else:
+            arr = np.asarray(x)
+            # torch cannot share read-only memory (np.load, pandas copy-on-write): copy those.
+            t = torch.as_tensor(arr if arr.flags.writeable else arr.copy())
     if dtype is None:
         if t.dtype == torch.float64:
             dtype = torch.float32
