@@ -18,6 +18,7 @@ from cryolab.cli._output import OutputFolder
 # Command name -> module. Modules import heavy dependencies inside main(), so --help is quick.
 COMMANDS = {
     "demo": "cryolab.cli.demo",
+    "simulate": "cryolab.cli.simulate",
 }
 
 
