@@ -23,17 +23,7 @@ from cryolab.atoms import (POTENTIAL_PER_SCATTERING_V_A2, AtomicModel, atoms_to_
                            peng_coefficients, project_atoms, read_atoms)
 from cryolab.errors import InputError
 
-try:  # the RELION Euler convention from cryolab.rotations when present
-    from cryolab.rotations import relion_euler_to_matrix
-except ImportError:
-    try:
-        from cryolab.rotations.euler import relion_euler_to_matrix
-    except ImportError:
-        def relion_euler_to_matrix(angles_deg):
-            """A = Rz(psi) Ry(tilt) Rz(rot) per docs/conventions.md."""
-            ang = np.asarray(angles_deg, dtype=np.float64)
-            mats = Rotation.from_euler("ZYZ", ang.reshape(-1, 3), degrees=True).as_matrix()
-            return torch.tensor(np.swapaxes(mats, -1, -2).reshape(*ang.shape[:-1], 3, 3))
+from cryolab.rotations import relion_euler_to_matrix
 
 
 def _single_atom(element="C", xyz=(0.0, 0.0, 0.0), b=0.0, occ=1.0):
