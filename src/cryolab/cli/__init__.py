@@ -19,6 +19,9 @@ from cryolab.cli._output import OutputFolder
 COMMANDS = {
     "demo": "cryolab.cli.demo",
     "simulate": "cryolab.cli.simulate",
+    "fsc": "cryolab.cli.fsc",
+    "mask": "cryolab.cli.mask",
+    "postprocess": "cryolab.cli.postprocess",
 }
 
 
