@@ -17,11 +17,19 @@ from cryolab.cli._output import OutputFolder
 
 # Command name -> module. Modules import heavy dependencies inside main(), so --help is quick.
 COMMANDS = {
+    "class2d": "cryolab.cli.class2d",
     "demo": "cryolab.cli.demo",
     "simulate": "cryolab.cli.simulate",
+    "nma": "cryolab.cli.nma",
     "fsc": "cryolab.cli.fsc",
     "mask": "cryolab.cli.mask",
     "postprocess": "cryolab.cli.postprocess",
+    "reconstruct": "cryolab.cli.reconstruct",
+    "train-vae": "cryolab.cli.train_vae",
+    "eval-vol": "cryolab.cli.eval_vol",
+    "analyze": "cryolab.cli.analyze",
+    "traverse": "cryolab.cli.traverse",
+    "select": "cryolab.cli.select",
 }
 
 

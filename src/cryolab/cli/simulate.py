@@ -69,9 +69,10 @@ def add_args(parser) -> None:
     kind.add_argument("--no-noise", action="store_true", help="write clean images only (in projection units)")
     g.add_argument("--snr-mask-radius-A", type=float, metavar="Å",
                    help="radius in Å of the disc about the box centre over which var(signal) is taken (default: whole box)")
-    g.add_argument("--contrast-scale", type=float, metavar="1/(V·Å·px)",
-                   help="with --dose: fractional intensity drop per unit of the clean image (default 2·σ_e·pixel size, "
-                        "the weak-phase value for a map in volts; σ_e = interaction constant at --voltage-kV)")
+    g.add_argument("--contrast-scale", type=float, metavar="C",
+                   help="with --dose: fractional intensity drop per unit of the clean image, i.e. per V·voxel for a map "
+                        "in volts (default 2·σ_e·pixel size in Å, the weak-phase value; σ_e = interaction constant in "
+                        "rad/(V·Å) at --voltage-kV)")
     g.add_argument("--dqe0", type=float, default=1.0, help="with --dose: detector DQE at zero frequency, in (0, 1] (default 1)")
     g.add_argument("--mtf", choices=["none", "sinc"], default="none",
                    help="with --dose: detector MTF applied to the signal before counting (sinc: ideal counting detector, "
@@ -80,7 +81,8 @@ def add_args(parser) -> None:
     c = parser.add_argument_group("CTF")
     c.add_argument("--no-ctf", action="store_true", help="no CTF (no defocus columns in the STAR file)")
     c.add_argument("--ctf-from", metavar="STAR_OR_CS",
-                   help="resample CTF parameters (with replacement) from this RELION .star or cryoSPARC .cs particle file")
+                   help="resample CTF parameters (with replacement, voltage, Cs and Q0 included) from this RELION .star "
+                        "or cryoSPARC .cs particle file")
     c.add_argument("--defocus-min-A", type=float, default=10000.0, metavar="Å", help="smallest mean defocus in Å (default 10000)")
     c.add_argument("--defocus-max-A", type=float, default=25000.0, metavar="Å", help="largest mean defocus in Å (default 25000)")
     c.add_argument("--astigmatism-max-A", type=float, default=0.0, metavar="Å",
@@ -102,7 +104,8 @@ def add_args(parser) -> None:
     p.add_argument("--view-kappa", type=float, metavar="κ", help="von Mises–Fisher concentration instead of --view-spread-deg")
     p.add_argument("--view-weights", nargs="+", type=float, metavar="W", help="relative frequency of each preferred view")
     p.add_argument("--stage-tilt-deg", type=float, default=0.0, metavar="°",
-                   help="stage tilt in degrees: views tilted about the tilt axis, defocus offset (r·w)·tan(tilt) (default 0)")
+                   help="stage tilt in degrees: views tilted about the tilt axis; a particle at micrograph position r "
+                        "gets the defocus offset (r·w)·tan(tilt), w ⟂ tilt axis (default 0)")
     p.add_argument("--tilt-axis-deg", type=float, default=0.0, metavar="°", help="tilt axis direction from the image x axis in degrees (default 0)")
     p.add_argument("--micrograph-size-A", type=float, default=4000.0, metavar="Å",
                    help="side of the square micrograph on which particles lie, for the tilted stage (default 4000)")
@@ -120,7 +123,8 @@ def add_args(parser) -> None:
                    help="trajectory: nearest map, or linear blend of the two neighbouring maps (default nearest)")
 
     o = parser.add_argument_group("output")
-    o.add_argument("--batch-size", type=int, default=256, metavar="B", help="images simulated at once (default 256)")
+    o.add_argument("--batch-size", type=int, default=256, metavar="B",
+                   help="images computed between writes, rounded up to whole blocks; sets memory use, not results (default 256)")
     o.add_argument("--stack-size", type=int, default=10000, metavar="K", help="images per .mrcs file (default 10000)")
     o.add_argument("--write-clean", action="store_true", help="also write the clean images (clean_#####.mrcs)")
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
