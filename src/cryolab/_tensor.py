@@ -1,7 +1,8 @@
 """Conversion of array-likes to tensors at the public API boundary.
 
 Rule (docs/conventions.md): public functions accept numpy arrays, torch tensors or nested
-sequences and return torch tensors. Real data defaults to float32, complex data to complex64.
+sequences and return torch tensors. A torch tensor keeps its floating dtype (float64 in, float64
+out: the caller chose that precision); numpy arrays and sequences become float32 / complex64.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import torch
 
 
 def as_tensor(x, *, dtype: torch.dtype | None = None, device=None) -> torch.Tensor:
-    """Return ``x`` as a torch tensor; float64 inputs become float32 unless ``dtype`` says otherwise."""
+    """Return ``x`` as a torch tensor following the rule above, or with ``dtype`` if given."""
     if isinstance(x, torch.Tensor):
         t = x
+        if dtype is None and not (t.is_floating_point() or t.is_complex()):
+            dtype = torch.float32
     else:
         if np.isscalar(x):
             t = torch.as_tensor(x)
@@ -21,11 +24,6 @@ def as_tensor(x, *, dtype: torch.dtype | None = None, device=None) -> torch.Tens
             arr = np.asarray(x)
             # torch cannot share read-only memory (np.load, pandas copy-on-write): copy those.
             t = torch.as_tensor(arr if arr.flags.writeable else arr.copy())
-    if dtype is None:
-        if t.dtype == torch.float64:
-            dtype = torch.float32
-        elif t.dtype == torch.complex128:
-            dtype = torch.complex64
-        elif not (t.is_floating_point() or t.is_complex()):
-            dtype = torch.float32
+        if dtype is None:
+            dtype = torch.complex64 if t.is_complex() else torch.float32
     return t.to(dtype=dtype or t.dtype, device=device or t.device)

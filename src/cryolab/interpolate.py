@@ -371,6 +371,7 @@ def griddata(points, values, xi, *, method: str = "linear", fill_value: float | 
     """
     _check_method(method, ("nearest", "linear"))
     from scipy.interpolate import griddata as scipy_griddata
+    from threadpoolctl import threadpool_limits
 
     values_t = _as_data_tensor(values)
     points_np = as_tensor(points, dtype=torch.float64).detach().cpu().numpy()
@@ -386,6 +387,8 @@ def griddata(points, values, xi, *, method: str = "linear", fill_value: float | 
     query = xi_np.reshape(-1, dim)
     if dim == 1:
         points_np, query = points_np[:, 0], query[:, 0]
-    result = scipy_griddata(points_np, values_np, query, method=method, fill_value=fill_value)
+    # Delaunay's many tiny LAPACK solves slow down by ~100x with competing BLAS threads.
+    with threadpool_limits(1):
+        result = scipy_griddata(points_np, values_np, query, method=method, fill_value=fill_value)
     out = torch.from_numpy(np.ascontiguousarray(result)).reshape(xi_np.shape[:-1])
     return out.to(dtype=values_t.dtype, device=values_t.device)
