@@ -6,11 +6,18 @@ the same map at the poses, shifts and CTFs of that STAR file. Both are noise-fre
 projector settings (padding 2, trilinear) and the CTF on the unpadded grid (cryolab's
 ``ctf_pad_factor=1``) so that the outputs should agree. Prints images/s of each, the ratio and the
 per-image correlation between the two stacks; then, for information, cryolab's speed with its
-default CTF canvas of twice the box. Wall time and CPU time are both printed: on a shared
-machine the CPU time is the fairer measure (cryolab may use several threads, relion_project one).
+default CTF canvas of twice the box, and (``--stages``) where cryolab's time goes.
+
+Wall time and CPU time are both printed: on a shared machine the CPU time is the fairer measure
+(relion_project is single-threaded). cryolab is timed once per ``--threads`` value (the
+caller's torch threads; the simulation runs its own work on one thread: with two, on a busy
+2-core machine, it was 4× slower). Before the timed runs,
+cryolab simulates a few particles once: that loads the projector's compiled kernel (numba, cached
+on disk after the first run on a machine) — a per-process start-up cost, printed separately, like
+the imports of torch that neither timing includes.
 
     python benchmarks/simulate.py                # 10,000 particles at 128²
-    python benchmarks/simulate.py -n 1000 --box 64
+    python benchmarks/simulate.py -n 1000 --box 64 --threads 1
 
 Skips with a message when ``relion_project`` is not on the PATH.
 """
@@ -34,15 +41,69 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _timed(fn):
+    t0, c0 = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def _stage_breakdown(volume, particles, px, batch: int) -> None:
+    """CPU time per stage of cryolab's forward model on one batch (CTF on the box), each stage run
+    as write_dataset runs it (shift, CTF and FFT in chunks of ``fft_chunk_size`` images)."""
+    import torch
+
+    from cryolab.ctf import ctf_2d
+    from cryolab.projection import apply_shifts_rfft, extract_central_slices_rfft
+    from cryolab.rotations import relion_euler_to_matrix
+    from cryolab.simulate import prepare_maps
+    from cryolab.simulate.dataset import _StackWriter, fft_chunk_size
+
+    box = volume.shape[-1]
+    part = particles.select(slice(0, batch))
+    rot = relion_euler_to_matrix(part.euler_deg)
+    chunks = [slice(lo, min(lo + fft_chunk_size(box), batch)) for lo in range(0, batch, fft_chunk_size(box))]
+    times = {}
+
+    def stage(name, fn):
+        best = None
+        for _ in range(3):
+            c0 = time.process_time()
+            result = fn()
+            c = time.process_time() - c0
+            best = c if best is None else min(best, c)
+        times[name] = best
+        return result
+
+    tables = stage("prepare map (once per map)", lambda: prepare_maps(volume))
+    slices = stage("central slices (projector)", lambda: extract_central_slices_rfft(tables[0], rot, (box, box)))
+    shifted = stage("shifts (phase ramp)", lambda: [apply_shifts_rfft(slices[c], part.shifts_A[c], px) for c in chunks])
+    ctf = stage("CTF values", lambda: [ctf_2d(part.ctf[c], (box, box), px).to(torch.complex64) for c in chunks])
+    product = stage("CTF multiplication", lambda: [s * c for s, c in zip(shifted, ctf)])
+    images = stage("inverse FFT", lambda: torch.cat([torch.fft.irfft2(p, s=(box, box)) for p in product]))
+    with tempfile.TemporaryDirectory() as folder:
+        def write():
+            writer = _StackWriter(Path(folder), f"s{time.monotonic_ns()}", batch, box, px, batch)
+            writer.write(0, images)
+
+        stage("write MRCS (with header statistics)", write)
+    print(f"stage breakdown on {batch} images (best of 3, CPU time per image; the map is prepared once per run):")
+    for name, seconds in times.items():
+        print(f"  {name:38s} {seconds / batch * 1e6:9.1f} µs/image  ({seconds * 1e3:.1f} ms)")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=10000, help="number of particles (default 10000)")
     parser.add_argument("--box", type=int, default=128, help="box size in pixels (default 128)")
     parser.add_argument("--pixel-size", type=float, default=1.0, help="pixel size in Å (default 1.0)")
-    parser.add_argument("--batch-size", type=int, default=256, help="cryolab batch size (default 256)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads for cryolab (default: torch's choice)")
+    parser.add_argument("--batch-size", type=int, default=1024,
+                        help="cryolab images per batch (default 1024: the projector sweeps its table once per batch)")
+    parser.add_argument("--threads", default="1",
+                        help="comma-separated torch thread counts to time cryolab with (default 1; the "
+                             "simulation itself runs torch on one thread, see cryolab.simulate.dataset)")
     parser.add_argument("--workdir", help="keep the files here (default: a temporary folder, removed)")
     parser.add_argument("--skip-padded", action="store_true", help="do not time cryolab's default padded CTF canvas")
+    parser.add_argument("--stages", action="store_true", help="also print cryolab's CPU time per stage")
     args = parser.parse_args(argv)
 
     relion = shutil.which("relion_project")
@@ -60,8 +121,7 @@ def main(argv=None) -> int:
     from cryolab.simulate import (ParticleParameters, generator_for, sample_ctf_params, sample_shifts, uniform_poses,
                                   write_dataset)
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    thread_counts = [int(t) for t in args.threads.split(",") if t.strip()]
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="cryolab-bench-sim-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
@@ -75,19 +135,29 @@ def main(argv=None) -> int:
             sample_ctf_params(n, defocus_min_A=8000, defocus_max_A=25000, astigmatism_max_A=600,
                               generator=generator_for(seed, "ctf")),
         )
-        print(f"{n} particles, box {box}, {px} Å/px, map: adk_open potential; torch threads: {torch.get_num_threads()}; "
-              f"relion_project is single-threaded")
+        print(f"{n} particles, box {box}, {px} Å/px, map: adk_open potential; cryolab batch {args.batch_size}; "
+              f"relion_project is single-threaded; load average {os.getloadavg()[0]:.1f}")
 
-        t0, c0 = time.perf_counter(), time.process_time()
-        write_dataset(volume, particles, work / "cryolab", px, noise=None, ctf_pad_factor=1, seed=seed,
-                      batch_size=args.batch_size, show_progress=False)
-        t_cryolab, c_cryolab = time.perf_counter() - t0, time.process_time() - c0
+        def simulate(folder, pad):
+            return lambda: write_dataset(volume, particles, work / folder, px, noise=None, ctf_pad_factor=pad,
+                                         seed=seed, batch_size=args.batch_size, show_progress=False)
 
-        t0, c0 = time.perf_counter(), _children_cpu()
-        subprocess.run([relion, "--i", str(work / "map.mrc"), "--ang", "particles.star", "--o", "relion_proj",
-                        "--ctf", "--angpix", str(px)], cwd=work / "cryolab", check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        t_relion, c_relion = time.perf_counter() - t0, _children_cpu() - c0
+        warm_particles = particles.select(slice(0, min(n, 8)))
+        t_warm, c_warm = _timed(lambda: write_dataset(volume, warm_particles, work / "warmup", px, ctf_pad_factor=1,
+                                                      show_progress=False))
+        print(f"cryolab one-time start-up (compiled projector kernel, 8 images): {t_warm:.2f} s wall, "
+              f"{c_warm:.2f} s CPU")
+
+        cryolab_runs = {}
+        for threads in thread_counts:
+            torch.set_num_threads(threads)
+            cryolab_runs[threads] = _timed(simulate("cryolab", 1))
+
+        t_relion, c_relion = _timed(lambda: subprocess.run(
+            [relion, "--i", str(work / "map.mrc"), "--ang", "particles.star", "--o", "relion_proj", "--ctf",
+             "--angpix", str(px)], cwd=work / "cryolab", check=True, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE))
+        c_relion = _children_cpu()  # (the only child process)
 
         stacks = sorted((work / "cryolab").glob("particles_*.mrcs"))
         ours = np.concatenate([mrcfile.mmap(p, permissive=True).data for p in stacks]).reshape(n, -1).astype(np.float64)
@@ -98,21 +168,26 @@ def main(argv=None) -> int:
         corr = (a * b).sum(1) / np.sqrt((a * a).sum(1) * (b * b).sum(1))
         scale = float(np.median(np.linalg.norm(b, axis=1) / np.linalg.norm(a, axis=1)))
 
-        print(f"cryolab  (CTF on the box, as RELION): {n / t_cryolab:8.1f} images/s wall ({t_cryolab:.1f} s, "
-              f"incl. writing), {n / c_cryolab:8.1f} images per CPU-second")
+        for threads, (t_cryolab, c_cryolab) in cryolab_runs.items():
+            print(f"cryolab  (CTF on the box, {threads} thread{'s' if threads > 1 else ' '}): {n / t_cryolab:8.1f} "
+                  f"images/s wall ({t_cryolab:.1f} s, incl. writing), {n / c_cryolab:8.1f} images per CPU-second")
         print(f"relion_project --ctf:                 {n / t_relion:8.1f} images/s wall ({t_relion:.1f} s, "
               f"incl. writing), {n / c_relion:8.1f} images per CPU-second")
-        print(f"ratio cryolab / RELION:               {t_relion / t_cryolab:8.2f} (wall), {c_relion / c_cryolab:.2f} (CPU)")
+        for threads, (t_cryolab, c_cryolab) in cryolab_runs.items():
+            print(f"ratio cryolab ({threads} thread{'s' if threads > 1 else ' '}) / RELION:   "
+                  f"{t_relion / t_cryolab:8.2f} (wall), {c_relion / c_cryolab:.2f} (CPU)")
         print(f"per-image correlation: mean {corr.mean():.6f}, median {np.median(corr):.6f}, min {corr.min():.6f}; "
               f"RELION/cryolab amplitude ratio (median) {scale:.4f}")
 
         if not args.skip_padded:
-            t0, c0 = time.perf_counter(), time.process_time()
-            write_dataset(volume, particles, work / "cryolab_padded", px, noise=None, ctf_pad_factor=2, seed=seed,
-                          batch_size=args.batch_size, show_progress=False)
-            t_padded, c_padded = time.perf_counter() - t0, time.process_time() - c0
-            print(f"cryolab  (default CTF canvas 2×box):  {n / t_padded:8.1f} images/s wall ({t_padded:.1f} s), "
-                  f"{n / c_padded:8.1f} images per CPU-second")
+            torch.set_num_threads(thread_counts[0])
+            t_padded, c_padded = _timed(simulate("cryolab_padded", 2))
+            print(f"cryolab  (default CTF canvas 2×box, {thread_counts[0]} thread(s)): {n / t_padded:8.1f} images/s "
+                  f"wall ({t_padded:.1f} s), {n / c_padded:8.1f} images per CPU-second")
+        if args.stages:
+            torch.set_num_threads(thread_counts[0])
+            _stage_breakdown(volume, particles, px, min(n, args.batch_size))
+        print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)

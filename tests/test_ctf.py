@@ -250,6 +250,36 @@ def test_batched_params_broadcast():
     assert ctf_1d(params, torch.linspace(0, 0.3, 7), azimuth_deg=torch.tensor([0.0, 90.0])).shape == (3, 2, 7)
 
 
+def test_ctf_2d_follows_the_formula_for_mixed_batch_shapes():
+    """ctf_2d (χ as a product of per-particle coefficients and per-grid terms) against the formula
+    of the module docstring evaluated directly in float64, with fields of different batch shapes
+    (B-factor and scale per row, voltage per column)."""
+    defocus = torch.tensor([[8000.0], [15000.0], [24000.0]])
+    params = CTFParams(defocus + 400.0, defocus - 300.0, torch.tensor([[10.0], [95.0], [-40.0]]),
+                       voltage_kV=torch.tensor([200.0, 300.0]), phase_shift_deg=20.0, amplitude_contrast=0.07,
+                       bfactor_A2=torch.tensor([[0.0], [50.0], [120.0]]), scale=torch.tensor([[1.0], [0.8], [1.3]]))
+    shape, px = (26, 25), 1.2
+    k = fftfreq_grid(shape, rfft=True).double()
+    kx = torch.round(k[..., 0] * shape[1]) / (shape[1] * px)
+    ky = torch.round(k[..., 1] * shape[0]) / (shape[0] * px)
+    expected = torch.empty(3, 2, *kx.shape, dtype=torch.float64)
+    for i in range(3):
+        for j in range(2):
+            volts = float(params.voltage_kV[j]) * 1e3
+            lam = 12.2643247 / math.sqrt(volts * (1 + 0.978466e-6 * volts))
+            u, v = float(params.defocus_u_A[i, 0]), float(params.defocus_v_A[i, 0])
+            theta = torch.atan2(ky, kx)
+            dfocus = (u + v) / 2 + (u - v) / 2 * torch.cos(2 * (theta - math.radians(float(params.defocus_angle_deg[i, 0]))))
+            k2 = kx * kx + ky * ky
+            chi = (math.pi * lam * dfocus * k2 - math.pi / 2 * 2.7e7 * lam**3 * k2 * k2 + math.radians(20.0)
+                   + math.asin(0.07))
+            expected[i, j] = (torch.sin(chi) * torch.exp(-float(params.bfactor_A2[i, 0]) * k2 / 4)
+                              * float(params.scale[i, 0]))
+    ctf = ctf_2d(params, shape, px)
+    assert ctf.shape == (3, 2, 26, 13) and ctf.dtype == torch.float32
+    torch.testing.assert_close(ctf.double(), expected, atol=2e-6, rtol=0)
+
+
 def test_params_fields_and_helpers():
     params = CTFParams(np.array([10000.0, 11000.0]), [9000.0, 10000.0], 5)
     assert all(isinstance(getattr(params, f.name), torch.Tensor) for f in dataclasses.fields(params))

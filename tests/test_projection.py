@@ -263,6 +263,98 @@ def test_extract_and_insert_are_adjoint(interpolation):
     assert torch.allclose(weight_w, insert_central_slices_rfft(w, mats, (n, n, n), **kwargs)[0].real)
 
 
+def _axis_aligned_rotations(dtype) -> torch.Tensor:
+    """Views whose slice points fall exactly on table nodes and on the ±P/2 band edge (the taps
+    that wrap around or read Friedel partners beyond kx = P/2)."""
+    angles = torch.tensor([[0.0, 0.0, 0.0], [90.0, 90.0, 0.0], [0.0, 90.0, 90.0], [45.0, 90.0, 180.0]])
+    return relion_euler_to_matrix(angles).to(dtype)
+
+
+@pytest.fixture
+def torch_projector(monkeypatch):
+    """Run the projector on its torch path (the reference of the compiled CPU sweep)."""
+    def use_torch(flag: bool):
+        monkeypatch.setenv("CRYOLAB_NUMBA", "0" if flag else "1")
+    return use_torch
+
+
+@pytest.mark.parametrize("n, image_shape, dtype", [(16, (16, 16), torch.complex64), (17, (17, 17), torch.complex128),
+                                                   (16, (12, 12), torch.complex128), (15, (15, 14), torch.complex64)])
+def test_compiled_projector_matches_the_torch_path(torch_projector, n, image_shape, dtype):
+    """The compiled table-order sweep (CPU, linear) reads the same values as the torch path:
+    random views and axis-aligned ones (nodes, band edge, wrap-around, Friedel taps), two tables
+    broadcast against a batch of poses, odd and even boxes, smaller and rectangular images."""
+    pytest.importorskip("numba")
+    real = torch.float64 if dtype == torch.complex128 else torch.float32
+    p = padded_size(n, 2)
+    gen = torch.Generator().manual_seed(n)
+    tables = torch.randn(2, 1, p, p, p // 2 + 1, dtype=dtype, generator=gen)
+    mats = torch.cat([rotations(9, seed=n, dtype=real), _axis_aligned_rotations(real)])  # (13, 3, 3)
+    torch_projector(False)
+    from cryolab.projection import _compiled_kernels_enabled
+
+    assert _compiled_kernels_enabled()  # (the comparison below is not torch against itself)
+    fast = extract_central_slices_rfft(tables, mats, image_shape)
+    torch_projector(True)
+    reference = extract_central_slices_rfft(tables, mats, image_shape)
+    assert fast.shape == reference.shape == (2, 13, image_shape[0], image_shape[1] // 2 + 1)
+    tolerance = 1e-13 if dtype == torch.complex128 else 1e-6
+    assert float((fast - reference).abs().max()) < tolerance * float(reference.abs().max())
+
+
+@pytest.mark.parametrize("n, dtype", [(16, torch.complex128), (17, torch.complex64)])
+def test_compiled_insertion_matches_the_torch_path(torch_projector, n, dtype):
+    """Insertion (the adjoint) on the compiled path: same data and weight grids, with and without
+    per-pixel weights, the band edge and the Friedel/wrap-around folding included."""
+    pytest.importorskip("numba")
+    real = torch.float64 if dtype == torch.complex128 else torch.float32
+    gen = torch.Generator().manual_seed(3)
+    mats = torch.cat([rotations(7, seed=5, dtype=real), _axis_aligned_rotations(real)])
+    y = torch.randn(11, n, n // 2 + 1, dtype=dtype, generator=gen)
+    w = torch.rand(11, n, n // 2 + 1, dtype=real, generator=gen)
+    results = {}
+    for use_torch in (False, True):
+        torch_projector(use_torch)
+        results[use_torch] = (insert_central_slices_rfft(y, mats, (n, n, n)),
+                              insert_central_slices_rfft(y, mats, (n, n, n), weights=w))
+    tolerance = 1e-12 if dtype == torch.complex128 else 1e-5
+    for fast, reference in zip(results[False], results[True]):
+        for a, b in zip(fast, reference):
+            assert a.dtype == b.dtype and a.shape == b.shape
+            assert float((a - b).abs().max()) < tolerance * float(b.abs().max())
+
+
+def test_lookup_table_matches_the_padded_fft_recipe():
+    """prepare_volume_for_projection (axis by axis, skipping the padding) equals the recipe of its
+    docstring: gridding correction, centred zero padding, rfftn of the ifftshifted box, fftshift
+    of kz and ky — for odd and even maps, batched, float64."""
+    gen = torch.Generator().manual_seed(4)
+    for n, pad_factor in [(12, 2), (13, 2), (15, 1.7)]:
+        volume = torch.randn(2, n, n, n, dtype=torch.float64, generator=gen)
+        p = padded_size(n, pad_factor)
+        corrected = volume / gridding_correction((n, n, n), p)
+        before = p // 2 - n // 2
+        padded = torch.nn.functional.pad(corrected, (before, p - n - before) * 3)
+        dims = (-3, -2, -1)
+        expected = torch.fft.fftshift(torch.fft.rfftn(torch.fft.ifftshift(padded, dim=dims), dim=dims), dim=(-3, -2))
+        table = prepare_volume_for_projection(volume, pad_factor=pad_factor)
+        assert table.shape == expected.shape and table.dtype == torch.complex128 and table.is_contiguous()
+        assert float((table - expected).abs().max()) < 1e-12 * float(expected.abs().max())
+
+
+def test_torch_path_sees_in_place_changes_of_a_table(torch_projector):
+    """The torch path keeps the padded copy of recent tables; an in-place change must not be missed."""
+    torch_projector(True)
+    n = 12
+    p = padded_size(n, 2)
+    table = torch.randn(p, p, p // 2 + 1, dtype=torch.complex64, generator=torch.Generator().manual_seed(1))
+    mats = rotations(3, seed=4)
+    before = extract_central_slices_rfft(table, mats, (n, n))
+    table.mul_(2)
+    after = extract_central_slices_rfft(table, mats, (n, n))
+    assert torch.allclose(after, 2 * before, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("interpolation", ["linear", "cubic"])
 def test_insert_keeps_every_weight(interpolation):
     """Each inserted pixel's unit weight lands in the grid, none lost at the band edge or kx = 0
@@ -317,6 +409,19 @@ def test_apply_shifts_rfft_convention():
         apply_shifts_rfft(rfft_centered(image, 2), torch.tensor([2.0, -1.0]) * 0.8, 0.8), (n, n)
     )
     assert torch.allclose(moved, torch.roll(image, shifts=(1, -2), dims=(0, 1)), atol=1e-6)
+
+
+def test_apply_shifts_rfft_is_the_full_phase_ramp():
+    """The separable ramp (row factor times column factor) equals cryolab.fourier.phase_ramp_rfft,
+    Nyquist convention included, for odd and even boxes and broadcast batches."""
+    from cryolab.fourier import phase_ramp_rfft
+
+    gen = torch.Generator().manual_seed(2)
+    for n in (16, 17):
+        images_ft = torch.randn(4, 3, n, n // 2 + 1, dtype=torch.complex64, generator=gen)
+        shifts_A = torch.randn(3, 2, generator=gen) * 5
+        expected = images_ft * phase_ramp_rfft(-shifts_A / 1.5, (n, n))
+        assert torch.allclose(apply_shifts_rfft(images_ft, shifts_A, 1.5), expected, atol=1e-6)
 
 
 def test_batches_broadcast():

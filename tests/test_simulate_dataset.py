@@ -61,6 +61,27 @@ def test_ctf_on_padded_canvas_differs_at_high_defocus_and_not_for_a_flat_ctf():
         assert torch.allclose(out, images, atol=1e-5 * float(images.abs().max()))
 
 
+@pytest.mark.parametrize("n, pad", [(32, 2), (33, 2), (32, 1.5), (31, 3), (32, 1)])
+def test_padded_ctf_is_the_canvas_recipe(n, pad):
+    """apply_ctf_padded (image in the canvas' corner, no centring shifts: they commute with the
+    filter) equals its documented recipe crop_N(irfft_centered(CTF_M · ramp · rfft_centered(pad_M)))."""
+    from cryolab.ctf import ctf_2d
+    from cryolab.fourier import crop_center, irfft_centered, pad_center, rfft_centered
+    from cryolab.projection import apply_shifts_rfft
+
+    gen = torch.Generator().manual_seed(n)
+    images = torch.randn(5, n, n, generator=gen)
+    ctf = sample_ctf_params(5, astigmatism_max_A=500, generator=gen)
+    shifts = torch.randn(5, 2, generator=gen) * 3
+    m = max(n, int(round(pad * n)))
+    spectrum = rfft_centered(pad_center(images, (m, m)), 2)
+    spectrum = apply_shifts_rfft(spectrum, shifts, 1.3) * ctf_2d(ctf, (m, m), 1.3)
+    expected = crop_center(irfft_centered(spectrum, (m, m)), (n, n))
+    ours = apply_ctf_padded(images, ctf, 1.3, pad_factor=pad, shifts_A=shifts)
+    assert ours.shape == (5, n, n)
+    assert float((ours - expected).abs().max()) < 1e-5 * float(expected.abs().max())
+
+
 def _write(tmp_path, name, *, batch_size, seed=3, noise=GaussianNoise(0.2, mask_radius_A=24.0), n=45, **kw):
     particles = make_particles(n, seed=1)
     return write_dataset(blob_volume(), particles, tmp_path / name, 2.0, noise=noise, seed=seed, batch_size=batch_size,

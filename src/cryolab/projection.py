@@ -29,6 +29,8 @@ The Fourier projector, step by step (:func:`project_fourier` chains them)
    Friedel symmetry — so the band edge is as accurate as the rest. Frequencies beyond ``|k| = (N//2)/N`` cycles/pixel
    (:func:`band_limit`) are zero, so the projector treats every direction alike (the corners of
    the 2D transform are not in the 3D sphere of known frequencies for every rotation).
+   On the CPU, linear interpolation runs as a compiled sweep through the table in memory order
+   (section "compiled CPU path" below): the same values, several times faster.
 3. :func:`apply_shifts_rfft` — phase ramp for the particle origins; the CTF, if any, multiplies
    the slice here as well.
 4. :func:`central_slices_to_images` — inverse rfft and recentring at ``N//2``.
@@ -80,7 +82,9 @@ RELION ``src/projector.cpp`` (padding, trilinear central-slice extraction, Fried
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 from typing import Sequence
 
 import numpy as np
@@ -232,14 +236,32 @@ def prepare_volume_for_projection(volume, *, pad_factor: float = 2, interpolatio
     p = padded_size(n, pad_factor)
     envelope = gridding_correction((n, n, n), p, interpolation=interpolation).to(volume.dtype)
     corrected = volume / envelope.to(volume.device)
-    # zero-pad centre on centre (N//2 -> P//2, as cryolab.fourier.pad_center), then the centred
-    # rfft (cryolab.fourier.rfft_centered) and fftshift of kz, ky (cryolab.fourier.rfft_fftshift);
-    # written with torch.fft directly so that float64 maps keep float64 precision.
-    before = p // 2 - n // 2
-    padded = torch.nn.functional.pad(corrected, (before, p - n - before) * 3)
-    dims = (-3, -2, -1)
-    table = torch.fft.rfftn(torch.fft.ifftshift(padded, dim=dims), dim=dims)
-    return torch.fft.fftshift(table, dim=(-3, -2))
+    # Zero-pad centre on centre (N//2 -> P//2, as cryolab.fourier.pad_center), then the centred
+    # rfft (cryolab.fourier.rfft_centered) and fftshift of kz, ky (cryolab.fourier.rfft_fftshift),
+    # written with torch.fft directly so that float64 maps keep float64 precision. Computed axis
+    # by axis so that the transforms skip the padding: ifftshift(pad(v)) is v wrapped around index
+    # 0 (voxel N//2 at 0), zero-padded on each axis just before that axis is transformed; the
+    # fftshift of kz and ky (P even) is a modulation of the map by (-1)^(z + y).
+    parity = (torch.arange(n, device=volume.device) - n // 2) % 2
+    sign = (1 - 2 * parity).to(volume.dtype)
+    table = corrected * sign[:, None, None] * sign[None, :, None]
+    for dim in (-1, -2, -3):
+        table = _wrap_into(table, p, dim)
+        table = torch.fft.rfft(table, dim=dim) if dim == -1 else torch.fft.fft(table, dim=dim)
+    return table.contiguous()  # (the FFT along kz may return a strided layout)
+
+
+def _wrap_into(x: torch.Tensor, size: int, dim: int) -> torch.Tensor:
+    """``ifftshift(pad_center(x, size))`` along ``dim``: the centre sample ``n//2`` goes to index 0,
+    the samples before it to the end of a zero axis of ``size`` samples."""
+    n = x.shape[dim]
+    shape = list(x.shape)
+    shape[dim] = size
+    out = x.new_zeros(shape)
+    out.narrow(dim, 0, n - n // 2).copy_(x.narrow(dim, n // 2, n - n // 2))
+    if n // 2:
+        out.narrow(dim, size - n // 2, n // 2).copy_(x.narrow(dim, 0, n // 2))
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -274,15 +296,6 @@ def band_limit(image_shape: Sequence[int]) -> float:
     ``r_max = N/2`` pixels. For rectangular images the smaller axis decides.
     """
     return min((int(n) // 2) / int(n) for n in image_shape)
-
-
-def _band_limited_frequencies(image_shape: tuple[int, int], device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Frequencies (cycles/pixel, ``(M, 2)`` as (kx, ky)) of the rfft pixels within
-    :func:`band_limit` and their flat indices into the ``h · (w//2 + 1)`` rfft array."""
-    k = fftfreq_grid(image_shape, rfft=True, device=device).reshape(-1, 2)
-    keep = torch.linalg.vector_norm(k, dim=-1) <= band_limit(image_shape) * (1 + 1e-6)  # rim included
-    index = torch.nonzero(keep).squeeze(-1)
-    return k[index], index
 
 
 def _slice_table_coordinates(
@@ -414,12 +427,14 @@ def extract_central_slices_rfft(
     real_dtype = torch.float64 if table.dtype == torch.complex128 else torch.float32
     rotations = _check_rotations(rotations, table.device, real_dtype)
     image_shape = (int(image_shape[0]), int(image_shape[1]))
+    if _use_compiled(interpolation, table, rotations):
+        return _extract_compiled(table, rotations, image_shape)
     k2d, index = _band_limited_frequencies(image_shape, table.device)
     before, after = _table_margin(interpolation)
     coords, reflected = _slice_table_coordinates(k2d, rotations, pad, before)
 
     batch = torch.broadcast_shapes(table.shape[:-3], rotations.shape[:-2])
-    extended = _extend_table(table, before, after)
+    extended = _extended_table(table, before, after)
     values = sample_grid_3d(extended, coords, method=interpolation)  # (*batch, M)
     values = torch.where(reflected.expand(values.shape), values.conj(), values)
 
@@ -491,6 +506,10 @@ def insert_central_slices_rfft(
         raise InputError(f"volume_shape must be a cube (N, N, N), got {volume_shape}")
     pad = padded_size(volume_shape[0], pad_factor)
     image_shape = _rfft_image_shape(slices_ft.shape)
+    if weights is not None:
+        weights = as_tensor(weights, dtype=real_dtype, device=slices_ft.device)
+    if _use_compiled(interpolation, slices_ft, rotations, *([] if weights is None else [weights])):
+        return _insert_compiled(slices_ft, rotations, pad, weights, image_shape)
     k2d, index = _band_limited_frequencies(image_shape, slices_ft.device)
     before, after = _table_margin(interpolation)
     coords, reflected = _slice_table_coordinates(k2d, rotations, pad, before)
@@ -504,10 +523,392 @@ def insert_central_slices_rfft(
     grid_shape = (pad + margin, pad + margin, pad // 2 + 1 + margin)
     data, weight = insert_into_grid_3d(values.reshape(-1), coords, grid_shape, method=interpolation)
     if weights is not None:
-        weights = as_tensor(weights, dtype=real_dtype, device=slices_ft.device)
         w = weights.reshape(*weights.shape[:-2], -1)[..., index].expand(*batch, index.numel())
         weight, _ = insert_into_grid_3d(w.reshape(-1), coords, grid_shape, method=interpolation)
     return _fold_table(data, before, after), _fold_table(weight, before, after)
+
+
+# --------------------------------------------------------------------------------------------
+# Per-image-shape geometry (cached) and the compiled CPU path for linear interpolation
+# --------------------------------------------------------------------------------------------
+#
+# Why a compiled path. Trilinear lookup is memory bound: each slice point reads eight table
+# samples, and a table of P = 256 (67 MB) does not fit in cache, so reading the points image after
+# image costs a cache miss per tap, whatever the arithmetic (~0.6 ms per 128² image, the same
+# order as RELION). Points are therefore visited in table order: every image row is cut into
+# short runs of neighbouring pixels ("segments"), the segments of all images of a call are
+# bucketed by the (kz, ky) cell of the table they fall in (a counting sort), and the buckets are
+# swept in memory order, so that each part of the table is brought into cache once per call
+# instead of once per image. Torch's element-wise operators cannot fuse the ~60 operations per
+# point that this needs, so the sweep is a small numba kernel (numba is installed with
+# umap-learn, a cryolab dependency; compiled once and cached in __pycache__). Where numba is
+# missing, for autograd, other devices and the other interpolation methods, and with the
+# environment variable CRYOLAB_NUMBA=0, the torch path computes the same values (tests check
+# that the two agree).
+
+_SEGMENT_LENGTH = 8  # pixels per segment: spans ~16 table samples, so a segment stays local
+_CELL_BITS = 3  # table cells of 8 × 8 (kz, ky) samples are the sort buckets
+_MAX_IMAGES_PER_SWEEP = 1024  # bounds the sort buffers (~12 bytes per segment)
+_EXTENDED_TABLE_CACHE: list = []  # [(key, table, extended)]: the torch path's padded tables, newest last
+_EXTENDED_TABLE_CACHE_SIZE = 2
+
+
+@functools.lru_cache(maxsize=16)
+def _band_limited_frequencies_cached(image_shape: tuple[int, int], device: str):
+    k = fftfreq_grid(image_shape, rfft=True, device=device).reshape(-1, 2)
+    keep = torch.linalg.vector_norm(k, dim=-1) <= band_limit(image_shape) * (1 + 1e-6)  # rim included
+    index = torch.nonzero(keep).squeeze(-1)
+    return k[index], index
+
+
+def _band_limited_frequencies(image_shape: tuple[int, int], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frequencies (cycles/pixel, ``(M, 2)`` as (kx, ky)) of the rfft pixels within
+    :func:`band_limit` and their flat indices into the ``h · (w//2 + 1)`` rfft array.
+
+    Cached per shape and device: treat the returned tensors as read-only."""
+    image_shape = (int(image_shape[0]), int(image_shape[1]))
+    return _band_limited_frequencies_cached(image_shape, str(torch.device(device or "cpu")))
+
+
+@functools.lru_cache(maxsize=16)
+def _slice_segments(image_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Runs of at most ``_SEGMENT_LENGTH`` consecutive band-limited pixels of one image row:
+    ``(first, count)``, indices into the ``(M, 2)`` list of :func:`_band_limited_frequencies`."""
+    k2d, _ = _band_limited_frequencies(image_shape, "cpu")
+    ky = k2d[:, 1].numpy()
+    row_starts = np.flatnonzero(np.r_[True, ky[1:] != ky[:-1]])
+    row_ends = np.r_[row_starts[1:], ky.size]
+    first = [np.arange(a, b, _SEGMENT_LENGTH) for a, b in zip(row_starts, row_ends)]
+    count = [np.minimum(_SEGMENT_LENGTH, b - f) for f, b in zip(first, row_ends)]
+    first, count = np.concatenate(first), np.concatenate(count)
+    return first.astype(np.int64), count.astype(np.int64)
+
+
+def _extended_table(table: torch.Tensor, before: int, after: int) -> torch.Tensor:
+    """:func:`_extend_table`, remembered for the last few tables (keyed on memory and version).
+
+    The cache holds a reference to the table itself, so its memory cannot be reused by another
+    tensor while the key is live, and any in-place change bumps the version counter."""
+    if table.requires_grad:
+        return _extend_table(table, before, after)
+    key = (table.data_ptr(), tuple(table.shape), tuple(table.stride()), table.dtype, str(table.device),
+           table._version, before, after)
+    for entry in _EXTENDED_TABLE_CACHE:
+        if entry[0] == key:
+            return entry[2]
+    extended = _extend_table(table, before, after)
+    _EXTENDED_TABLE_CACHE.append((key, table, extended))
+    del _EXTENDED_TABLE_CACHE[:-_EXTENDED_TABLE_CACHE_SIZE]
+    return extended
+
+
+def _compiled_kernels_enabled() -> bool:
+    return os.environ.get("CRYOLAB_NUMBA", "1") != "0" and _numba_kernels() is not None
+
+
+@functools.lru_cache(maxsize=1)
+def _numba_kernels():
+    """The compiled sweep kernels, or None where numba is not installed."""
+    try:
+        import numba
+    except ImportError:  # pragma: no cover - numba comes with umap-learn
+        return None
+    return _build_numba_kernels(numba)
+
+
+_NUMBA_INLINE = ("_nb_wrap_tap", "_nb_wrapped_value", "_nb_add_tap", "_nb_slice_point")
+_NUMBA_KERNELS = ("_nb_sweep_order", "_nb_extract", "_nb_insert")
+
+
+def _build_numba_kernels(numba):
+    """Compile the ``_nb_*`` functions below (plain Python until then) with numba, in place.
+
+    They are module-level functions so that numba's on-disk cache (``__pycache__``) finds them
+    again in the next process; the helpers are rebound first, so that the kernels that call them
+    by their global names see compiled functions."""
+    module = globals()
+    for name in _NUMBA_INLINE:
+        module[name] = numba.njit(cache=True, inline="always")(module[name])
+    for name in _NUMBA_KERNELS:
+        module[name] = numba.njit(cache=True, nogil=True)(module[name])
+    return module["_nb_extract"], module["_nb_insert"]
+
+
+# The kernels (plain Python functions until _build_numba_kernels compiles them).
+
+
+def _nb_wrap_tap(base_t, z, y, x, p, w):
+    """Flat index of table sample (z, y, x) reached by a tap outside the stored range, and
+    whether its value is the conjugate: ky and kz wrap with period P (index P holds the -P/2
+    plane), kx beyond P/2 is the Friedel partner of P - kx at (-ky, -kz)."""
+    if z < 0:
+        z += p
+    elif z >= p:
+        z -= p
+    if y < 0:
+        y += p
+    elif y >= p:
+        y -= p
+    conj = x > w - 1
+    if conj:
+        x = p - x
+        z = (p - z) % p
+        y = (p - y) % p
+    return base_t + (z * p + y) * w + x, conj
+
+
+def _nb_wrapped_value(table, base_t, z, y, x, p, w):
+    i, conj = _nb_wrap_tap(base_t, z, y, x, p, w)
+    return table[2 * i], (-table[2 * i + 1] if conj else table[2 * i + 1])
+
+
+def _nb_add_tap(data, weight, i, conj, wt, vr, vi, pix_w):
+    k = np.uint64(2 * i)  # unsigned: no negative-index wrapping
+    data[k] += wt * vr
+    data[k + np.uint64(1)] += -(wt * vi) if conj else wt * vi
+    weight[np.uint64(i)] += wt * pix_w
+
+
+def _nb_slice_point(kx, ky, a0x, a0y, a0z, a1x, a1y, a1z, pf, o):
+    """Table coordinates of Aᵀ (kx, ky, 0), folded onto kx >= 0 (as _slice_table_coordinates)."""
+    x = kx * a0x + ky * a1x
+    y = kx * a0y + ky * a1y
+    z = kx * a0z + ky * a1z
+    reflected = x < 0
+    if reflected:
+        x = -x
+        y = -y
+        z = -z
+    return x * pf, y * pf + o, z * pf + o, reflected
+
+
+def _nb_sweep_order(rot, kxy, seg_first, seg_count, j0, j1, p, pf, o, keys, count, order):
+    """Counting sort of the segments of images j0 … j1-1 by the (kz, ky) table cell of their
+    middle pixel; fills ``order`` with ``(image - j0) << bits | segment`` codes."""
+    n_seg = seg_first.shape[0]
+    bits = 1
+    while (1 << bits) < n_seg:
+        bits += 1
+    n_cell = (p >> _CELL_BITS) + 1
+    count[:] = 0
+    i = 0
+    for j in range(j0, j1):
+        for s in range(n_seg):
+            m = seg_first[s] + (seg_count[s] >> 1)
+            _, y, z, _ = _nb_slice_point(kxy[m, 0], kxy[m, 1], rot[j, 0, 0], rot[j, 0, 1], rot[j, 0, 2],
+                                         rot[j, 1, 0], rot[j, 1, 1], rot[j, 1, 2], pf, o)
+            zc = min(max(np.int64(z), 0), p) >> _CELL_BITS
+            yc = min(max(np.int64(y), 0), p) >> _CELL_BITS
+            k = zc * n_cell + yc
+            keys[i] = k
+            count[k + 1] += 1
+            i += 1
+    for k in range(count.shape[0] - 1):
+        count[k + 1] += count[k]
+    i = 0
+    for j in range(j0, j1):
+        for s in range(n_seg):
+            k = keys[i]
+            order[count[k]] = ((j - j0) << bits) | s
+            count[k] += 1
+            i += 1
+    return i, bits
+
+
+def _nb_extract(table, p, w, table_ids, rot, kxy, out_index, seg_first, seg_count, out, out_len, pf, o, group):
+    """out[j, out_index[m]] = T_j(Aⱼᵀ (kxy[m], 0)) by trilinear interpolation, conjugated for
+    reflected points. ``table`` and ``out`` are flat real views of complex arrays."""
+    n_img = rot.shape[0]
+    n_seg = seg_first.shape[0]
+    count = np.empty(((p >> _CELL_BITS) + 1) ** 2 + 1, np.int64)
+    keys = np.empty(min(group, n_img) * n_seg, np.int32)
+    order = np.empty(min(group, n_img) * n_seg, np.int64)
+    pw = p * w
+    for j0 in range(0, n_img, group):
+        j1 = min(j0 + group, n_img)
+        total, bits = _nb_sweep_order(rot, kxy, seg_first, seg_count, j0, j1, p, pf, o, keys, count, order)
+        mask = (1 << bits) - 1
+        for q in range(total):
+            j = j0 + (order[q] >> bits)
+            s = order[q] & mask
+            base_t = table_ids[j] * p * pw
+            a0x = rot[j, 0, 0]
+            a0y = rot[j, 0, 1]
+            a0z = rot[j, 0, 2]
+            a1x = rot[j, 1, 0]
+            a1y = rot[j, 1, 1]
+            a1z = rot[j, 1, 2]
+            for m in range(seg_first[s], seg_first[s] + seg_count[s]):
+                x, y, z, reflected = _nb_slice_point(kxy[m, 0], kxy[m, 1], a0x, a0y, a0z, a1x, a1y, a1z, pf, o)
+                fx = np.floor(x)
+                fy = np.floor(y)
+                fz = np.floor(z)
+                tx = x - fx
+                ty = y - fy
+                tz = z - fz
+                x0 = np.int64(fx)
+                y0 = np.int64(fy)
+                z0 = np.int64(fz)
+                if x0 < w - 1 and 0 <= y0 and y0 < p - 1 and 0 <= z0 and z0 < p - 1:
+                    # rows (z0, y0), (z0, y0+1), (z0+1, …); unsigned: no negative-index wrapping
+                    i00 = np.uint64(2 * (base_t + (z0 * p + y0) * w + x0))
+                    i01 = i00 + np.uint64(2 * w)
+                    i10 = i00 + np.uint64(2 * pw)
+                    i11 = i10 + np.uint64(2 * w)
+                    one, two, three = np.uint64(1), np.uint64(2), np.uint64(3)
+                    r000, m000, r001, m001 = table[i00], table[i00 + one], table[i00 + two], table[i00 + three]
+                    r010, m010, r011, m011 = table[i01], table[i01 + one], table[i01 + two], table[i01 + three]
+                    r100, m100, r101, m101 = table[i10], table[i10 + one], table[i10 + two], table[i10 + three]
+                    r110, m110, r111, m111 = table[i11], table[i11 + one], table[i11 + two], table[i11 + three]
+                else:
+                    r000, m000 = _nb_wrapped_value(table, base_t, z0, y0, x0, p, w)
+                    r001, m001 = _nb_wrapped_value(table, base_t, z0, y0, x0 + 1, p, w)
+                    r010, m010 = _nb_wrapped_value(table, base_t, z0, y0 + 1, x0, p, w)
+                    r011, m011 = _nb_wrapped_value(table, base_t, z0, y0 + 1, x0 + 1, p, w)
+                    r100, m100 = _nb_wrapped_value(table, base_t, z0 + 1, y0, x0, p, w)
+                    r101, m101 = _nb_wrapped_value(table, base_t, z0 + 1, y0, x0 + 1, p, w)
+                    r110, m110 = _nb_wrapped_value(table, base_t, z0 + 1, y0 + 1, x0, p, w)
+                    r111, m111 = _nb_wrapped_value(table, base_t, z0 + 1, y0 + 1, x0 + 1, p, w)
+                # lerp along x, then y, then z
+                r00 = r000 + tx * (r001 - r000)
+                m00 = m000 + tx * (m001 - m000)
+                r01 = r010 + tx * (r011 - r010)
+                m01 = m010 + tx * (m011 - m010)
+                r10 = r100 + tx * (r101 - r100)
+                m10 = m100 + tx * (m101 - m100)
+                r11 = r110 + tx * (r111 - r110)
+                m11 = m110 + tx * (m111 - m110)
+                r0 = r00 + ty * (r01 - r00)
+                m0 = m00 + ty * (m01 - m00)
+                r1 = r10 + ty * (r11 - r10)
+                m1 = m10 + ty * (m11 - m10)
+                k = np.uint64(2 * (j * out_len + out_index[m]))
+                out[k] = r0 + tz * (r1 - r0)
+                out[k + np.uint64(1)] = -(m0 + tz * (m1 - m0)) if reflected else m0 + tz * (m1 - m0)
+
+
+def _nb_insert(values, pixel_weights, has_weights, p, w, rot, kxy, in_index, in_len, seg_first, seg_count,
+               data, weight, pf, o, one, group):
+    """Adjoint of ``_nb_extract`` for one grid: spread each value (conjugated for reflected points)
+    onto its eight taps with the trilinear weights; taps outside the stored range are folded
+    onto the samples they copy (conjugated for Friedel partners)."""
+    n_img = rot.shape[0]
+    n_seg = seg_first.shape[0]
+    count = np.empty(((p >> _CELL_BITS) + 1) ** 2 + 1, np.int64)
+    keys = np.empty(min(group, n_img) * n_seg, np.int32)
+    order = np.empty(min(group, n_img) * n_seg, np.int64)
+    pw = p * w
+    for j0 in range(0, n_img, group):
+        j1 = min(j0 + group, n_img)
+        total, bits = _nb_sweep_order(rot, kxy, seg_first, seg_count, j0, j1, p, pf, o, keys, count, order)
+        mask = (1 << bits) - 1
+        for q in range(total):
+            j = j0 + (order[q] >> bits)
+            s = order[q] & mask
+            a0x = rot[j, 0, 0]
+            a0y = rot[j, 0, 1]
+            a0z = rot[j, 0, 2]
+            a1x = rot[j, 1, 0]
+            a1y = rot[j, 1, 1]
+            a1z = rot[j, 1, 2]
+            for m in range(seg_first[s], seg_first[s] + seg_count[s]):
+                x, y, z, reflected = _nb_slice_point(kxy[m, 0], kxy[m, 1], a0x, a0y, a0z, a1x, a1y, a1z, pf, o)
+                k = 2 * (j * in_len + in_index[m])
+                vr = values[k]
+                vi = -values[k + 1] if reflected else values[k + 1]
+                pix_w = pixel_weights[k >> 1] if has_weights else one
+                fx = np.floor(x)
+                fy = np.floor(y)
+                fz = np.floor(z)
+                tx = x - fx
+                ty = y - fy
+                tz = z - fz
+                x0 = np.int64(fx)
+                y0 = np.int64(fy)
+                z0 = np.int64(fz)
+                wz0 = one - tz
+                wy0 = one - ty
+                wx0 = one - tx
+                w00 = wz0 * wy0
+                w01 = wz0 * ty
+                w10 = tz * wy0
+                w11 = tz * ty
+                if x0 < w - 1 and 0 <= y0 and y0 < p - 1 and 0 <= z0 and z0 < p - 1:
+                    i = (z0 * p + y0) * w + x0
+                    _nb_add_tap(data, weight, i, False, w00 * wx0, vr, vi, pix_w)
+                    _nb_add_tap(data, weight, i + 1, False, w00 * tx, vr, vi, pix_w)
+                    _nb_add_tap(data, weight, i + w, False, w01 * wx0, vr, vi, pix_w)
+                    _nb_add_tap(data, weight, i + w + 1, False, w01 * tx, vr, vi, pix_w)
+                    _nb_add_tap(data, weight, i + pw, False, w10 * wx0, vr, vi, pix_w)
+                    _nb_add_tap(data, weight, i + pw + 1, False, w10 * tx, vr, vi, pix_w)
+                    _nb_add_tap(data, weight, i + pw + w, False, w11 * wx0, vr, vi, pix_w)
+                    _nb_add_tap(data, weight, i + pw + w + 1, False, w11 * tx, vr, vi, pix_w)
+                else:
+                    for c in range(8):
+                        dz = c >> 2
+                        dy = (c >> 1) & 1
+                        dx = c & 1
+                        wzy = (w11 if dy else w10) if dz else (w01 if dy else w00)
+                        i, conj = _nb_wrap_tap(0, z0 + dz, y0 + dy, x0 + dx, p, w)
+                        _nb_add_tap(data, weight, i, conj, wzy * (tx if dx else wx0), vr, vi, pix_w)
+
+
+def _use_compiled(interpolation: str, *tensors: torch.Tensor) -> bool:
+    """The compiled sweep serves linear interpolation of CPU data that needs no gradient."""
+    return (
+        interpolation == "linear"
+        and all(t.device.type == "cpu" and not t.requires_grad for t in tensors)
+        and _compiled_kernels_enabled()
+    )
+
+
+def _flat_real(x: torch.Tensor) -> np.ndarray:
+    """A 1D numpy view of the real and imaginary parts of a contiguous complex CPU tensor."""
+    return torch.view_as_real(x.resolve_conj().resolve_neg().contiguous()).reshape(-1).numpy()
+
+
+def _extract_compiled(table: torch.Tensor, rotations: torch.Tensor, image_shape: tuple[int, int]) -> torch.Tensor:
+    pad, half_width = table.shape[-2], table.shape[-1]
+    real_dtype = torch.float64 if table.dtype == torch.complex128 else torch.float32
+    batch = torch.broadcast_shapes(table.shape[:-3], rotations.shape[:-2])
+    n_tables = math.prod(table.shape[:-3])
+    table_ids = torch.arange(n_tables).reshape(table.shape[:-3]).expand(batch).reshape(-1).contiguous()
+    rots = rotations.to(real_dtype).expand(*batch, 3, 3).reshape(-1, 3, 3).contiguous()
+    k2d, index = _band_limited_frequencies(image_shape, "cpu")
+    first, count = _slice_segments(image_shape)
+    out_len = image_shape[0] * (image_shape[1] // 2 + 1)
+    out = torch.zeros(*batch, out_len, dtype=table.dtype)
+    scalar = np.float64 if real_dtype == torch.float64 else np.float32
+    extract, _ = _numba_kernels()
+    extract(_flat_real(table), pad, half_width, table_ids.numpy(), rots.numpy(), k2d.to(real_dtype).numpy(),
+            index.numpy(), first, count, torch.view_as_real(out).reshape(-1).numpy(), out_len, scalar(pad),
+            scalar(pad // 2), _MAX_IMAGES_PER_SWEEP)
+    return out.reshape(*batch, image_shape[0], image_shape[1] // 2 + 1)
+
+
+def _insert_compiled(slices_ft: torch.Tensor, rotations: torch.Tensor, pad: int, weights,
+                     image_shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    real_dtype = torch.float64 if slices_ft.dtype == torch.complex128 else torch.float32
+    batch = torch.broadcast_shapes(slices_ft.shape[:-2], rotations.shape[:-2])
+    in_len = image_shape[0] * (image_shape[1] // 2 + 1)
+    values = slices_ft.expand(*batch, *slices_ft.shape[-2:]).reshape(-1, in_len)
+    rots = rotations.to(real_dtype).expand(*batch, 3, 3).reshape(-1, 3, 3).contiguous()
+    has_weights = weights is not None
+    if has_weights:
+        pixel_weights = weights.to(real_dtype).expand(*batch, *slices_ft.shape[-2:]).reshape(-1).contiguous()
+    else:
+        pixel_weights = torch.zeros(1, dtype=real_dtype)
+    k2d, index = _band_limited_frequencies(image_shape, "cpu")
+    first, count = _slice_segments(image_shape)
+    data = torch.zeros(pad, pad, pad // 2 + 1, dtype=slices_ft.dtype)
+    weight = torch.zeros(pad, pad, pad // 2 + 1, dtype=real_dtype)
+    scalar = np.float64 if real_dtype == torch.float64 else np.float32
+    _, insert = _numba_kernels()
+    insert(_flat_real(values), pixel_weights.numpy(), has_weights, pad, pad // 2 + 1, rots.numpy(),
+           k2d.to(real_dtype).numpy(), index.numpy(), in_len, first, count,
+           torch.view_as_real(data).reshape(-1).numpy(), weight.reshape(-1).numpy(), scalar(pad), scalar(pad // 2),
+           scalar(1), _MAX_IMAGES_PER_SWEEP)
+    return data, weight
 
 
 # --------------------------------------------------------------------------------------------
@@ -545,8 +946,22 @@ def apply_shifts_rfft(images_ft, shifts_A, pixel_size_A) -> torch.Tensor:
     if torch.any(pixel_size_A <= 0):
         raise InputError("pixel_size_A must be positive")
     shifts_px = shifts_A / pixel_size_A[..., None]
-    # image(x) = P(x + origin): a translation of the content by -origin
-    return images_ft * phase_ramp_rfft(-shifts_px, image_shape, device=images_ft.device).to(images_ft.dtype)
+    # image(x) = P(x + origin): a translation of the content by -origin. The ramp is separable,
+    # exp(2πi kx ox) · exp(2πi ky oy): two broadcast products instead of an (N, N//2 + 1) ramp.
+    # (The outer product first: torch multiplies same-shape complex tensors much faster than it
+    # broadcasts them.)
+    ramp_y, ramp_x = _separable_ramp(-shifts_px, image_shape, images_ft.device, images_ft.dtype)
+    return images_ft * (ramp_y[..., :, None] * ramp_x[..., None, :])
+
+
+def _separable_ramp(shifts_px: torch.Tensor, image_shape: tuple[int, int], device, dtype):
+    """Row and column factors ``(..., h)`` and ``(..., w//2 + 1)`` of
+    ``cryolab.fourier.phase_ramp_rfft(shifts_px, (h, w))`` (its Nyquist convention included)."""
+    h, w = image_shape
+    zero = torch.zeros_like(shifts_px[..., :1])
+    ramp_y = phase_ramp_rfft(torch.cat([zero, shifts_px[..., 1:]], dim=-1), (h, 1), device=device)[..., 0]
+    ramp_x = phase_ramp_rfft(shifts_px[..., :1], (w,), device=device)
+    return ramp_y.to(dtype), ramp_x.to(dtype)
 
 
 def central_slices_to_images(slices_ft, image_shape: Sequence[int]) -> torch.Tensor:

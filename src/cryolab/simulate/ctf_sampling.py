@@ -29,8 +29,6 @@ import torch
 from cryolab._tensor import as_tensor
 from cryolab.ctf import CTFParams, ctf_2d
 from cryolab.errors import InputError
-from cryolab.fourier.crop import crop_center, pad_center
-from cryolab.fourier.transforms import irfft_centered, rfft_centered
 from cryolab.projection import apply_shifts_rfft
 
 #: Columns a particle table must have to supply CTF parameters.
@@ -151,11 +149,15 @@ def apply_ctf_padded(images, ctf: CTFParams | None, pixel_size_A: float, *, pad_
     if ctf is None and shifts_A is None:
         return images
     m = max(n, int(round(pad_factor * n)))
-    canvas = pad_center(images, (m, m)) if m > n else images
-    spectrum = rfft_centered(canvas, 2)
+    # crop_N ∘ irfft_centered ∘ (ramp · CTF) ∘ rfft_centered ∘ pad_M: the centring shifts and the
+    # placement of the image in the canvas are translations, which commute with the Fourier-space
+    # filter, so the image can sit in the canvas' corner and the result is the corner's N × N
+    # (torch.fft zero-pads at the end): the same numbers without the pad, shift and crop copies.
+    spectrum = torch.fft.rfft2(images, s=(m, m))
     if shifts_A is not None:
         spectrum = apply_shifts_rfft(spectrum, as_tensor(shifts_A, dtype=torch.float32), pixel_size_A)
     if ctf is not None:
-        spectrum = spectrum * ctf_2d(ctf, (m, m), pixel_size_A, rfft=True).to(torch.float32)
-    out = irfft_centered(spectrum, (m, m))
-    return crop_center(out, (n, n)) if m > n else out
+        spectrum = spectrum * ctf_2d(ctf, (m, m), pixel_size_A, rfft=True).to(torch.complex64)  # (see dataset)
+    # inverse transform of the first n rows and columns only: over rows (kept n), then columns
+    rows = torch.fft.ifft(spectrum.transpose(-1, -2).contiguous(), dim=-1)[..., :n].transpose(-1, -2)
+    return torch.fft.irfft(rows, n=m, dim=-1)[..., :n].contiguous()

@@ -22,7 +22,10 @@ other draws unchanged. The noise of particle ``i`` comes from its own generator 
 particles (a function of the box size only) aligned at multiples of it (FFT libraries round differently for different batch
 shapes: without the blocks, batch sizes 33 and 100 differed in the last bit), so the output is a
 function of the seed and the parameters only — the batch size changes neither the noise nor the
-images (tests/test_simulate_dataset.py checks bit-identical files).
+images (tests/test_simulate_dataset.py checks bit-identical files). Within a block, shift, CTF and
+inverse FFT run in chunks of :func:`fft_chunk_size` images (also a function of the box only), and
+the central slices of a whole batch come from one sweep of the projector (each slice value is
+its own interpolation, whatever the batch).
 
 Streaming. Images are computed ``batch_size`` at a time and written into memory-mapped MRCS
 stacks of at most ``stack_size`` images each (``particles_00001.mrcs``, …), whose header
@@ -32,6 +35,7 @@ file is written under a temporary name and renamed when complete; the STAR file 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -67,6 +71,9 @@ CALIBRATION_COUNT = 256
 #: every image comes out of the same batched FFTs whatever the batch size. The block holds about
 #: this many image pixels (a power of two between 8 and 256 images; it depends on the box only).
 BLOCK_PIXELS = 1 << 22
+
+#: Pixels per FFT batch inside a block (:func:`fft_chunk_size`).
+FFT_CHUNK_PIXELS = 1 << 19
 
 
 def block_size(box_size: int) -> int:
@@ -195,7 +202,8 @@ def prepare_maps(volumes, *, pad_factor: float = 2) -> torch.Tensor:
         shape = shape[1:]
     if len(shape) != 3 or len(set(shape)) != 1:
         raise InputError(f"maps must be cubic (N, N, N), got shape {shape}")
-    return torch.stack([prepare_volume_for_projection(v, pad_factor=pad_factor) for v in vols])
+    tables = [prepare_volume_for_projection(v, pad_factor=pad_factor) for v in vols]
+    return tables[0][None] if len(tables) == 1 else torch.stack(tables)  # (no copy of a single table)
 
 
 def clean_images(tables: torch.Tensor, particles: ParticleParameters, box_size: int, pixel_size_A: float, *,
@@ -215,26 +223,88 @@ def clean_images(tables: torch.Tensor, particles: ParticleParameters, box_size: 
         the shift and the CTF multiply the central slices directly: the result is then
         :func:`cryolab.projection.project_fourier` with ``shifts_A`` and ``ctf``.
     """
-    n = len(particles)
     rot = relion_euler_to_matrix(particles.euler_deg)
-    slices = torch.zeros(n, box_size, box_size // 2 + 1, dtype=torch.complex64)
+    with _single_threaded():
+        return _images_from_slices(_central_slices(tables, particles, rot, box_size), particles, box_size,
+                                   pixel_size_A, ctf_pad_factor)
+
+
+@contextlib.contextmanager
+def _single_threaded():
+    """Run torch on one thread: the projector's sweep is serial, and the FFTs and element-wise
+    ops on chunks of a few dozen images lose far more to thread synchronisation than they gain —
+    on a busy 2-core machine two threads made the simulation 4× slower in wall time and CPU time
+    (benchmarks/simulate.py). Parallelism belongs one level up: data sets in separate processes."""
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def fft_chunk_size(box_size: int) -> int:
+    """Images per FFT batch (a power of two dividing :func:`block_size`, a function of the box only).
+
+    Shift, CTF and inverse FFT run on chunks of about :data:`FFT_CHUNK_PIXELS` pixels: their
+    temporaries then stay in cache (and in the allocator's free lists) instead of costing a trip to
+    memory and fresh pages for every block."""
+    b = max(1, FFT_CHUNK_PIXELS // (box_size * box_size))
+    return int(min(block_size(box_size), 1 << (b.bit_length() - 1)))
+
+
+def _images_from_slices(slices: torch.Tensor, particles: ParticleParameters, box_size: int, pixel_size_A: float,
+                        ctf_pad_factor: float) -> torch.Tensor:
+    """Real images from central slices: shift and CTF in Fourier space, or on a padded canvas."""
+    n = slices.shape[0]
+    images = torch.empty(n, box_size, box_size)
+    chunk = fft_chunk_size(box_size)
+    ctf = particles.ctf
+    per_particle_ctf = ctf is not None and len(ctf.batch_shape) > 0 and ctf.batch_shape[0] > 1
+    for lo in range(0, n, chunk):
+        hi = min(lo + chunk, n)
+        shifts = particles.shifts_A[lo:hi]
+        _chunk_images(slices[lo:hi], ctf[lo:hi] if per_particle_ctf else ctf,
+                      shifts if bool((shifts != 0).any()) else None, box_size, pixel_size_A, ctf_pad_factor,
+                      out=images[lo:hi])
+    return images
+
+
+def _chunk_images(slices, ctf, shifts, box_size: int, pixel_size_A: float, ctf_pad_factor: float, *,
+                  out: torch.Tensor) -> None:
+    if max(box_size, int(round(ctf_pad_factor * box_size))) == box_size:  # no canvas: stay in Fourier space
+        # irfft_centered = fftshift ∘ irfftn; the recentring is a translation by N//2 pixels,
+        # folded into the shift's phase ramp (cheaper than a pass over the real images).
+        recentre = torch.full((1, 2), float(box_size // 2) * pixel_size_A)
+        slices = apply_shifts_rfft(slices, -recentre if shifts is None else shifts - recentre, pixel_size_A)
+        if ctf is not None:
+            slices *= ctf_2d(ctf, (box_size, box_size), pixel_size_A, rfft=True).to(torch.complex64)
+        torch.fft.irfft2(slices, s=(box_size, box_size), out=out)
+        return
+    images = irfft_centered(slices, (box_size, box_size))
+    out.copy_(apply_ctf_padded(images, ctf, pixel_size_A, pad_factor=ctf_pad_factor, shifts_A=shifts))
+
+
+def _central_slices(tables: torch.Tensor, particles: ParticleParameters, rot: torch.Tensor,
+                    box_size: int) -> torch.Tensor:
+    """Central slices ``(n, N, N//2 + 1)`` of the particles' maps (weighted sums for blends)."""
     idx, w = particles.maps.map_indices, particles.maps.map_weights
-    for m in torch.unique(idx[w != 0]).tolist():
+    used = torch.unique(idx[w != 0]).tolist()
+    for m in used:
         if not 0 <= m < tables.shape[0]:
             raise InputError(f"particle refers to map {m} but only {tables.shape[0]} map(s) were given")
+    if len(used) == 1 and bool(((w * (idx == used[0])).sum(dim=-1) == 1).all()):  # one map, unit weights
+        return extract_central_slices_rfft(tables[used[0]], rot, (box_size, box_size))
+    slices = torch.zeros(len(particles), box_size, box_size // 2 + 1, dtype=torch.complex64)
+    for m in used:
         weight = (w * (idx == m)).sum(dim=-1)
         sel = torch.nonzero(weight != 0).squeeze(-1)
         part = extract_central_slices_rfft(tables[m], rot[sel], (box_size, box_size))
         slices[sel] += weight[sel, None, None].to(torch.complex64) * part
-    shifts = particles.shifts_A if bool((particles.shifts_A != 0).any()) else None
-    if max(box_size, int(round(ctf_pad_factor * box_size))) == box_size:  # no canvas: stay in Fourier space
-        if shifts is not None:
-            slices = apply_shifts_rfft(slices, shifts, pixel_size_A)
-        if particles.ctf is not None:
-            slices = slices * ctf_2d(particles.ctf, (box_size, box_size), pixel_size_A, rfft=True).to(torch.float32)
-        return irfft_centered(slices, (box_size, box_size))
-    images = irfft_centered(slices, (box_size, box_size))
-    return apply_ctf_padded(images, particles.ctf, pixel_size_A, pad_factor=ctf_pad_factor, shifts_A=shifts)
+    return slices
 
 
 def _clean_images_blocked(tables, particles: ParticleParameters, start: int, stop: int, box_size: int,
@@ -248,9 +318,14 @@ def _clean_images_blocked(tables, particles: ParticleParameters, start: int, sto
     block = block_size(box_size)
     if start < stop and start % block:
         raise ValueError(f"start {start} is not a multiple of the block size {block}")
-    out = [clean_images(tables, particles.select(slice(lo, min(lo + block, stop))), box_size, pixel_size_A,
-                        ctf_pad_factor=ctf_pad_factor) for lo in range(start, stop, block)]
-    return torch.cat(out) if out else torch.zeros(0, box_size, box_size)
+    if start >= stop:
+        return torch.zeros(0, box_size, box_size)
+    # The projector's values do not depend on the batch (each is its own interpolation), so all
+    # slices come from one sweep over the table; the FFTs run in chunks aligned with the blocks.
+    part = particles.select(slice(start, stop))
+    with _single_threaded():
+        slices = _central_slices(tables, part, relion_euler_to_matrix(part.euler_deg), box_size)
+        return _images_from_slices(slices, part, box_size, pixel_size_A, ctf_pad_factor)
 
 
 def add_noise(clean, noise, first_index: int, *, seed: int, pixel_size_A: float,
@@ -331,9 +406,10 @@ def simulate_images(volumes, particles: ParticleParameters, pixel_size_A: float,
 
 
 class _StackWriter:
-    """Memory-mapped MRCS stacks of at most ``stack_size`` images, filled chunk by chunk.
+    """MRCS stacks of at most ``stack_size`` images, filled chunk by chunk.
 
-    Each file is created under a temporary name at full size, filled, given its header
+    Each file is created under a temporary name with its final header (mrcfile), filled with
+    plain sequential writes (cheaper than page faults through a memory map), given its header
     statistics (accumulated per chunk, so the data are never read back) and renamed.
     """
 
@@ -351,48 +427,54 @@ class _StackWriter:
         if k not in self._open:
             count = min(self.stack_size, self.n - k * self.stack_size)
             tmp = self.paths[k].with_name(f".{self.paths[k].name}.{uuid.uuid4().hex[:8]}.tmp")
-            mrc = mrcfile.new_mmap(tmp, shape=(count, self.box, self.box), mrc_mode=2, overwrite=True)
+            with mrcfile.new_mmap(tmp, shape=(count, self.box, self.box), mrc_mode=2, overwrite=True) as mrc:
+                mrc.set_image_stack()
+                mrc.voxel_size = float(self.pixel_size_A)
+                mrc.header.label[0] = b"cryolab simulate"  # no time stamp: same seed, same bytes
+                mrc.header.nlabl = 1
+                layout = (mrc.header.dtype, mrc.header.nbytes + mrc.extended_header.nbytes)
             stats = {"min": math.inf, "max": -math.inf, "sums": [], "sumsqs": [], "count": 0, "size": count}
-            self._open[k] = (mrc, tmp, stats)
+            self._open[k] = (open(tmp, "r+b"), tmp, stats, layout)
         return self._open[k]
 
     def write(self, start: int, images: torch.Tensor) -> None:
-        data = images.detach().cpu().numpy().astype(np.float32, copy=False)
+        data = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)
         i = start
         while i < start + data.shape[0]:
             k, frame = divmod(i, self.stack_size)
-            mrc, tmp, stats = self._file(k)
+            file, tmp, stats, (_, data_offset) = self._file(k)
             take = min(stats["size"] - frame, start + data.shape[0] - i)
             block = data[i - start:i - start + take]
-            mrc.data[frame:frame + take] = block
-            b64 = block.astype(np.float64).reshape(take, -1)
-            stats["min"] = min(stats["min"], float(b64.min()))
-            stats["max"] = max(stats["max"], float(b64.max()))
-            stats["sums"].extend(b64.sum(axis=1).tolist())  # per image, so that the totals below
-            stats["sumsqs"].extend((b64 * b64).sum(axis=1).tolist())  # do not depend on chunking
-            stats["count"] += take
+            file.seek(data_offset + frame * block[0].nbytes)
+            file.write(memoryview(block).cast("B"))
+            flat = block.reshape(take, -1)
+            stats["min"] = min(stats["min"], float(flat.min()))
+            stats["max"] = max(stats["max"], float(flat.max()))
+            stats["sums"].extend(flat.sum(axis=1, dtype=np.float64).tolist())  # per image, so that the
+            stats["sumsqs"].extend(np.einsum("ij,ij->i", flat, flat, dtype=np.float64).tolist())  # totals
+            stats["count"] += take  # below do not depend on chunking
             if stats["count"] == stats["size"]:
                 self._finish(k)
             i += take
 
     def _finish(self, k: int) -> None:
-        mrc, tmp, stats = self._open.pop(k)
+        file, tmp, stats, (header_dtype, _) = self._open.pop(k)
         npix = stats["size"] * self.box * self.box
         mean = math.fsum(stats["sums"]) / npix
-        mrc.set_image_stack()
-        mrc.voxel_size = float(self.pixel_size_A)
-        mrc.header.dmin, mrc.header.dmax = stats["min"], stats["max"]
-        mrc.header.dmean = mean
-        mrc.header.rms = math.sqrt(max(math.fsum(stats["sumsqs"]) / npix - mean * mean, 0.0))
-        mrc.header.label[0] = b"cryolab simulate"  # no time stamp: same seed, same bytes
-        mrc.header.nlabl = 1
-        mrc.close()
+        file.seek(0)
+        header = np.frombuffer(file.read(header_dtype.itemsize), dtype=header_dtype).copy()
+        header["dmin"], header["dmax"] = stats["min"], stats["max"]
+        header["dmean"] = mean
+        header["rms"] = math.sqrt(max(math.fsum(stats["sumsqs"]) / npix - mean * mean, 0.0))
+        file.seek(0)
+        file.write(header.tobytes())
+        file.close()
         os.replace(tmp, self.paths[k])
 
     def abort(self) -> None:
         for k in list(self._open):
-            mrc, tmp, _ = self._open.pop(k)
-            mrc.close()
+            file, tmp, _, _ = self._open.pop(k)
+            file.close()
             tmp.unlink(missing_ok=True)
 
 
@@ -535,8 +617,9 @@ def write_dataset(volumes, particles: ParticleParameters, outdir, pixel_size_A: 
         for lo in range(0, n, batch_size):
             hi = min(lo + batch_size, n)
             done = min(max(calibration.shape[0] - lo, 0), hi - lo)
-            clean = torch.cat([calibration[lo:lo + done],
-                               _clean_images_blocked(tables, particles, lo + done, hi, box, pixel_size_A, ctf_pad_factor)])
+            clean = _clean_images_blocked(tables, particles, lo + done, hi, box, pixel_size_A, ctf_pad_factor)
+            if done:
+                clean = torch.cat([calibration[lo:lo + done], clean])
             clean_out, noisy = add_noise(clean, noise, lo, seed=seed, pixel_size_A=pixel_size_A, sigma=sigma)
             noisy_writer.write(lo, noisy)
             if clean_writer is not None:
