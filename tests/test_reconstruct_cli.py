@@ -1,0 +1,151 @@
+"""`cryolab reconstruct` end to end on a tiny simulated data set, other input formats, bad input."""
+
+import json
+
+import mrcfile
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import cryolab.cli as cli
+from cryolab.atoms import atoms_to_potential, builtin_model
+from cryolab.io import (read_star, table_to_cryodrgn_ctf, table_to_cryodrgn_poses, write_cryodrgn_ctf,
+                        write_cryodrgn_poses, write_mrc, write_star)
+from cryolab.simulate import (GaussianNoise, ParticleParameters, sample_ctf_params, sample_shifts, uniform_poses,
+                              write_dataset)
+from cryolab.validate import fsc
+
+BOX, PIXEL_A, N = 24, 4.0, 400
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """400 particles of adenylate kinase, 24² at 4 Å/px, CTF, shifts, SNR 0.5; the truth beside."""
+    folder = tmp_path_factory.mktemp("sim")
+    truth = atoms_to_potential(builtin_model("adk_open"), BOX, PIXEL_A)
+    g = torch.Generator().manual_seed(11)
+    particles = ParticleParameters(uniform_poses(N, generator=g), sample_shifts(N, max_A=8.0, generator=g),
+                                   sample_ctf_params(N, defocus_min_A=6000, defocus_max_A=15000, generator=g))
+    result = write_dataset(truth, particles, folder, PIXEL_A, noise=GaussianNoise(snr=0.5), seed=3, show_progress=False)
+    return result.star_path, truth
+
+
+def run(*args):
+    return cli.main(["reconstruct", *map(str, args)])
+
+
+def test_star_end_to_end(dataset, tmp_path, capsys):
+    star, truth = dataset
+    out = tmp_path / "rec"
+    assert run(star, "-o", out) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["fsc.csv", "fsc.png", "half1.mrc", "half2.mrc",
+                                                     "reconstruction.json", "reconstruction.mrc", "run.json"]
+    maps = {}
+    for name in ("reconstruction", "half1", "half2"):
+        with mrcfile.open(out / f"{name}.mrc") as m:
+            assert m.data.shape == (BOX,) * 3 and m.voxel_size.x == pytest.approx(PIXEL_A)
+            maps[name] = torch.from_numpy(m.data.copy())
+    assert fsc(maps["reconstruction"], truth)[: BOX // 4].min() > 0.9
+    table = pd.read_csv(out / "fsc.csv")
+    assert list(table.columns[:4]) == ["shell", "frequency_per_A", "resolution_A", "fsc"]
+    assert len(table) == BOX // 2 + 1
+    assert np.allclose(table["fsc"], fsc(maps["half1"], maps["half2"]).numpy(), atol=1e-4)
+    summary = json.loads((out / "reconstruction.json").read_text())
+    assert summary["particles"]["half1"] == summary["particles"]["half2"] == N // 2
+    assert summary["regularisation"] == "ssnr-from-halves" and summary["ctf_corrected"]
+    assert 2 * PIXEL_A <= summary["resolution_A_fsc_0.143"] < 20
+    assert "half-map FSC" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("options", [["--wiener-constant", 0.01, "--symmetry", "C2", "--chunk-size", 37],
+                                     ["--relion-gridding", "--interpolation", "nearest"]])
+def test_options(dataset, tmp_path, options):
+    star, truth = dataset
+    out = tmp_path / "rec"
+    assert run(star, *options, "-o", out) == 0
+    with mrcfile.open(out / "reconstruction.mrc") as m:
+        volume = torch.from_numpy(m.data.copy())
+    assert fsc(volume, truth)[1 : BOX // 6].min() > 0.5  # C2 is wrong for this map: low shells only
+    assert json.loads((out / "run.json").read_text())["command"] == "cryolab reconstruct"
+
+
+def test_chunk_size_does_not_change_the_map(dataset, tmp_path):
+    star, _ = dataset
+    maps = []
+    for chunk in (400, 33):
+        assert run(star, "--wiener-constant", 0.01, "--chunk-size", chunk, "-o", tmp_path / f"c{chunk}") == 0
+        with mrcfile.open(tmp_path / f"c{chunk}" / "reconstruction.mrc") as m:
+            maps.append(m.data.copy())
+    assert np.allclose(maps[0], maps[1], atol=1e-4 * np.abs(maps[0]).max())
+
+
+def test_mask_and_cryodrgn_pickles(dataset, tmp_path):
+    """An .mrcs stack with cryoDRGN pose and CTF pickles gives the STAR file's map; a mask is applied to the FSC."""
+    star, truth = dataset
+    table = read_star(star)
+    rot, trans = table_to_cryodrgn_poses(table)
+    poses = write_cryodrgn_poses(tmp_path / "poses.pkl", rot, trans)
+    ctf = write_cryodrgn_ctf(tmp_path / "ctf.pkl", table_to_cryodrgn_ctf(table))
+    stack = star.parent / "particles_00001.mrcs"
+    r = (np.indices((BOX,) * 3) - BOX // 2)
+    mask = write_mrc(tmp_path / "mask.mrc", (np.sqrt((r**2).sum(0)) < BOX * 0.4).astype(np.float32), PIXEL_A)
+    for name, args in {"star": [star], "pkl": [stack, "--poses", poses, "--ctf", ctf]}.items():
+        assert run(*args, "--wiener-constant", 0.01, "--mask", mask, "-o", tmp_path / name) == 0
+    maps = [mrcfile.read(tmp_path / name / "reconstruction.mrc") for name in ("star", "pkl")]
+    assert np.allclose(maps[0], maps[1], atol=1e-3 * np.abs(maps[0]).max())
+    table = pd.read_csv(tmp_path / "pkl" / "fsc.csv")
+    assert {"fsc_masked", "fsc_corrected"} <= set(table.columns)
+    assert json.loads((tmp_path / "pkl" / "reconstruction.json").read_text())["fsc_curve"] == "corrected masked FSC"
+
+
+def _edit_star(dataset, tmp_path, edit):
+    star, _ = dataset
+    table = read_star(star)
+    table = edit(table)
+    path = star.parent / f"edited_{len(list(star.parent.glob('edited_*')))}.star"
+    write_star(path, table)
+    return path
+
+
+def _extra_row(table):
+    row = table.iloc[[0]].copy()
+    row["rlnImageName"] = f"{N + 1:06d}@particles_00001.mrcs"
+    return pd.concat([table, row], ignore_index=True)
+
+
+@pytest.mark.parametrize("case,make,match", [
+    ("more particles than images", lambda t: _extra_row(t), "requested"),
+    ("box disagrees", lambda t: t.assign(rlnImageSize=BOX + 2), "rlnImageSize"),
+    ("no poses", lambda t: t.drop(columns=["rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi"]), "rlnAngle"),
+    ("bad half sets", lambda t: t.assign(rlnRandomSubset=3), "rlnRandomSubset"),
+])
+def test_bad_star_files_fail_in_one_line(dataset, tmp_path, capsys, case, make, match):
+    path = _edit_star(dataset, tmp_path, make)
+    out = tmp_path / "rec"
+    assert run(path, "-o", out) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("cryolab reconstruct: error: ") and match in err
+    assert not out.exists()
+
+
+def test_bad_options_fail_in_one_line(dataset, tmp_path, capsys):
+    star, _ = dataset
+    wrong_box = write_mrc(tmp_path / "mask.mrc", np.ones((BOX + 2,) * 3, np.float32), PIXEL_A)
+    wrong_pixel = write_mrc(tmp_path / "mask2.mrc", np.ones((BOX,) * 3, np.float32), PIXEL_A * 2)
+    for args, match in [(["--mask", wrong_box], "shape"), (["--mask", wrong_pixel], "pixel size"),
+                        (["--symmetry", "C2v"], "mirror"), (["--symmetry", "Q7"], "unknown symmetry"),
+                        (["--chunk-size", 0], "chunk"), (["--pad-factor", 0.5], "pad")]:
+        out = tmp_path / "rec"
+        assert run(star, *args, "-o", out) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and match in err, (args, err)
+        assert not out.exists()
