@@ -414,7 +414,7 @@ def main(argv=None) -> int:
         info = truth(star, args)
         print(f"\n== {name}")
         # all runs of a data set at once, so that they share whatever else loads the machine
-        jobs = [(f"cryolab" if f == 1 else f"cryolab (pixel fraction {f:g})", start_cryolab(star, workdir, args, f))
+        jobs = [("cryolab" if f == 1 else f"cryolab (pixel fraction {f:g})", start_cryolab(star, workdir, args, f))
                 for f in args.pixel_fraction]
         drgn_job = start_cryodrgn(star, workdir, args) if have_drgn else None
         runs = []

@@ -22,7 +22,6 @@
 
 # %%
 import math
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -34,32 +33,16 @@ import cryolab.fourier as cf
 from cryolab.atoms import builtin_model, project_atoms
 from cryolab.io import read_mrc, write_mrc
 from cryolab.interpolate import sample_grid_3d
-from cryolab.plot import add_resolution_axis
+from cryolab.plot import add_resolution_axis, centred_extent
 from cryolab.report import plt, save_figure
 from cryolab.rotations import relion_euler_to_matrix
+from cryolab.lab import best_time, notebook_output_dir
 
-OUT = Path(os.environ.get("CRYOLAB_NOTEBOOK_OUT", "."))
-OUT.mkdir(parents=True, exist_ok=True)
+OUT = notebook_output_dir()
 torch.manual_seed(0)
 # One thread: the timings below then compare algorithms, not thread scheduling on a busy machine.
 torch.set_num_threads(1)
 T_START = time.perf_counter()
-
-
-def best_time(fn, repeat=5):
-    """Minimum wall time of ``repeat`` calls, in seconds (the minimum is the least noisy estimate)."""
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
-def centred_extent(n, step):
-    """imshow extent of an n-sample axis centred at n//2 with sample spacing ``step`` (Å or 1/Å)."""
-    lo, hi = (-(n // 2) - 0.5) * step, (n - n // 2 - 0.5) * step
-    return [lo, hi, lo, hi]
 
 
 # %% [markdown]

@@ -15,9 +15,7 @@
 # %%
 import dataclasses
 import math
-import os
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,28 +23,14 @@ import torch
 import cryolab.fourier as cf
 from cryolab.atoms import builtin_model, project_atoms
 from cryolab.ctf import CTFParams, ctf_2d, electron_wavelength_A
-from cryolab.plot import add_resolution_axis
+from cryolab.plot import add_resolution_axis, centred_extent
 from cryolab.report import plt, save_figure
+from cryolab.lab import best_time, notebook_output_dir
 
-OUT = Path(os.environ.get("CRYOLAB_NOTEBOOK_OUT", "."))
-OUT.mkdir(parents=True, exist_ok=True)
+OUT = notebook_output_dir()
 torch.manual_seed(0)
 torch.set_num_threads(1)  # timings compare algorithms, not thread scheduling
 T_START = time.perf_counter()
-
-
-def best_time(fn, repeat=3):
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
-def centred_extent(n, step):
-    lo, hi = (-(n // 2) - 0.5) * step, (n - n // 2 - 0.5) * step
-    return [lo, hi, lo, hi]
 
 
 def rel_err(a, b):

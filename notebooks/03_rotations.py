@@ -15,9 +15,7 @@
 
 # %%
 import math
-import os
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -46,23 +44,14 @@ from cryolab.rotations import (
     so3_grid_euler,
     viewing_direction,
 )
+from cryolab.lab import best_time, notebook_output_dir
 
-OUT = Path(os.environ.get("CRYOLAB_NOTEBOOK_OUT", "."))
-OUT.mkdir(parents=True, exist_ok=True)
+OUT = notebook_output_dir()
 torch.manual_seed(0)
 torch.set_num_threads(1)
 gen = torch.Generator().manual_seed(0)
 T_START = time.perf_counter()
 f64 = torch.float64
-
-
-def best_time(fn, repeat=3):
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 # %% [markdown]

@@ -18,9 +18,7 @@
 
 # %%
 import math
-import os
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,6 +31,7 @@ from cryolab.atoms import atoms_to_potential, builtin_model, project_atoms
 from cryolab.interpolate import griddata, insert_into_grid_2d, insert_into_grid_3d, sample_grid_2d, sample_grid_3d
 from cryolab.report import plt, save_figure
 from cryolab.rotations import random_rotations
+from cryolab.lab import best_time, notebook_output_dir
 
 try:  # one BLAS thread: OpenBLAS threads on tiny LAPACK calls are slow on a busy machine (section 3)
     from threadpoolctl import threadpool_limits
@@ -41,23 +40,13 @@ try:  # one BLAS thread: OpenBLAS threads on tiny LAPACK calls are slow on a bus
 except ImportError:  # pragma: no cover
     threadpool_limits = None
 
-OUT = Path(os.environ.get("CRYOLAB_NOTEBOOK_OUT", "."))
-OUT.mkdir(parents=True, exist_ok=True)
+OUT = notebook_output_dir()
 torch.manual_seed(0)
 torch.set_num_threads(1)
 rng = np.random.default_rng(0)
 gen = torch.Generator().manual_seed(0)
 T_START = time.perf_counter()
 f64 = torch.float64
-
-
-def best_time(fn, repeat=3):
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def rel_err(a, b):

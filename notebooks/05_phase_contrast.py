@@ -21,9 +21,7 @@
 
 # %%
 import math
-import os
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -42,11 +40,11 @@ from cryolab.ctf import (
     temporal_coherence_envelope,
     wiener_filter,
 )
-from cryolab.plot import add_resolution_axis
+from cryolab.plot import add_resolution_axis, centred_extent
 from cryolab.report import plt, save_figure
+from cryolab.lab import notebook_output_dir
 
-OUT = Path(os.environ.get("CRYOLAB_NOTEBOOK_OUT", "."))
-OUT.mkdir(parents=True, exist_ok=True)
+OUT = notebook_output_dir()
 torch.manual_seed(0)
 torch.set_num_threads(1)
 gen = torch.Generator().manual_seed(0)
@@ -56,11 +54,6 @@ T_START = time.perf_counter()
 def corr(a, b):
     a, b = a - a.mean(), b - b.mean()
     return float((a * b).sum() / (a.norm() * b.norm()))
-
-
-def centred_extent(n, step):
-    lo, hi = (-(n // 2) - 0.5) * step, (n - n // 2 - 0.5) * step
-    return [lo, hi, lo, hi]
 
 
 def ctf(defocus_A, **kw):

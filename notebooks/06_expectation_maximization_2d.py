@@ -21,9 +21,7 @@
 
 # %%
 import dataclasses
-import os
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -41,9 +39,9 @@ from cryolab.interpolate import sample_grid_2d
 from cryolab.plot import image_grid
 from cryolab.report import plt, save_figure
 from cryolab.simulate import GaussianNoise, ParticleParameters, sample_ctf_params, simulate_images
+from cryolab.lab import notebook_output_dir
 
-OUT = Path(os.environ.get("CRYOLAB_NOTEBOOK_OUT", "."))
-OUT.mkdir(parents=True, exist_ok=True)
+OUT = notebook_output_dir()
 torch.set_num_threads(1)  # small problems: threads only add synchronisation
 T_START = time.perf_counter()
 

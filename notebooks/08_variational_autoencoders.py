@@ -28,9 +28,7 @@
 
 # %%
 import math
-import os
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -46,9 +44,9 @@ from cryolab.plot import image_grid
 from cryolab.projection import extract_central_slices_rfft, prepare_volume_for_projection, project_fourier
 from cryolab.report import plt, save_figure
 from cryolab.rotations import relion_euler_to_matrix
+from cryolab.lab import notebook_output_dir
 
-OUT = Path(os.environ.get("CRYOLAB_NOTEBOOK_OUT", "."))
-OUT.mkdir(parents=True, exist_ok=True)
+OUT = notebook_output_dir()
 torch.manual_seed(0)
 torch.set_num_threads(1)  # small networks: one thread is fastest, and results are reproducible
 T_START = time.perf_counter()

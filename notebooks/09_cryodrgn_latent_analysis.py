@@ -24,9 +24,7 @@
 # Each section ends in assertions (`tests/test_notebooks.py` runs this file).
 
 # %%
-import os
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -49,9 +47,9 @@ from cryolab.report import plt, save_figure
 from cryolab.rotations import random_rotations, relion_euler_to_matrix
 from cryolab.simulate import GaussianNoise, ParticleParameters, sample_discrete_states, simulate_images, uniform_poses
 from cryolab.validate import fsc, fsc_resolution_A
+from cryolab.lab import notebook_output_dir
 
-OUT = Path(os.environ.get("CRYOLAB_NOTEBOOK_OUT", "."))
-OUT.mkdir(parents=True, exist_ok=True)
+OUT = notebook_output_dir()
 torch.manual_seed(0)
 torch.set_num_threads(1)  # small problems on a shared machine: one thread, reproducible
 T_START = time.perf_counter()

@@ -21,9 +21,7 @@
 # atoms of the model.
 
 # %%
-import os
 import time
-from pathlib import Path
 
 import numpy as np
 import scipy.linalg
@@ -42,9 +40,9 @@ from cryolab.rotations import relion_euler_to_matrix
 from cryolab.simulate import ParticleParameters, clean_images, generator_for, prepare_maps, simulate_images
 from cryolab.simulate.noise import GaussianNoise
 from cryolab.validate import fsc, fsc_resolution_A
+from cryolab.lab import notebook_output_dir
 
-OUT = Path(os.environ.get("CRYOLAB_NOTEBOOK_OUT", "."))
-OUT.mkdir(parents=True, exist_ok=True)
+OUT = notebook_output_dir()
 torch.manual_seed(0)
 T_START = time.perf_counter()
 

@@ -9,7 +9,6 @@ Table 4.3.2.2 coefficients, gemmi's unit is Å⁻² = our volts / 47.878).
 
 import dataclasses
 import gzip
-import math
 import time
 
 import gemmi

@@ -42,3 +42,13 @@ def image_grid(images: Sequence, titles: Sequence[str] = (), *, ncols: int = 4, 
         fig.suptitle(suptitle)
     fig.tight_layout()
     return fig
+
+
+def centred_extent(n: int, step: float) -> list[float]:
+    """``imshow`` extent of an ``n``-sample axis (both axes) centred at ``n // 2``, spacing ``step`` (Å or 1/Å).
+
+    Sample ``i`` sits at ``(i - n // 2) · step`` (docs/conventions.md), and imshow's extent names
+    the outer pixel edges, half a sample beyond the first and last centres.
+    """
+    lo, hi = (-(n // 2) - 0.5) * step, (n - n // 2 - 0.5) * step
+    return [lo, hi, lo, hi]

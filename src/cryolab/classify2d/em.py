@@ -327,7 +327,6 @@ def e_step(state: Class2DState, batch: ParticleBatch, *, context: ExpectationCon
     s = state.settings
     device = state.device
     k, r, m = ctx.rotated_references.shape
-    t = ctx.ramps.shape[0]
     halves = as_tensor(batch.halves, dtype=torch.int64).to(device).reshape(-1)
     order = torch.argsort(halves, stable=True)  # half 0 first, so per-half sums are slices
     n_half0 = int((halves == 0).sum())
