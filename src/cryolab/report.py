@@ -18,11 +18,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 @dataclass(frozen=True)
 class Figure:
-    """One entry of a report: the PNG's file name (relative to the report), a title and a caption."""
+    """One entry of a report: the PNG's file name (relative to the report), a title and a caption.
+
+    ``section``, when given, starts a new section of the report with that heading just before
+    this figure (a story in chapters); ``text`` is a paragraph shown under the heading.
+    """
 
     filename: str
     title: str
     caption: str = ""
+    section: str = ""
+    text: str = ""
 
 
 def save_figure(fig, path: str | Path, *, dpi: int = 110) -> Path:
@@ -33,25 +39,43 @@ def save_figure(fig, path: str | Path, *, dpi: int = 110) -> Path:
     return path
 
 
-def write_index(path: str | Path, title: str, figures: list[Figure], *, intro: str = "") -> Path:
-    """Write an HTML page that shows ``figures`` in order with their captions."""
+def write_index(path: str | Path, title: str, figures: list[Figure], *, intro: str = "",
+                facts: list[tuple[str, str]] | None = None, files: list[tuple[str, str]] | None = None) -> Path:
+    """Write an HTML page that shows ``figures`` in order with their captions.
+
+    ``facts`` (label, value) pairs become a small table after the introduction (the numbers a
+    reader came for); ``files`` (file name relative to the report, description) a list of links
+    at the end (the data behind the figures). Figures with a ``section`` start a new section.
+    """
+    e = html.escape
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>{html.escape(title)}</title>",
+        f"<title>{e(title)}</title>",
         "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
         "img{max-width:100%;border:1px solid #ddd}figure{margin:2em 0}"
-        "figcaption{color:#333;margin-top:.5em}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>",
+        "figcaption{color:#333;margin-top:.5em}"
+        "table.facts{border-collapse:collapse}table.facts td{padding:.15em .8em;border-bottom:1px solid #eee}"
+        "</style></head><body>",
+        f"<h1>{e(title)}</h1>",
     ]
     if intro:
-        parts.append(f"<p>{html.escape(intro)}</p>")
-    parts.append("<ul>" + "".join(f"<li><a href='#{html.escape(f.filename)}'>{html.escape(f.title)}</a></li>" for f in figures) + "</ul>")
+        parts.append(f"<p>{e(intro)}</p>")
+    if facts:
+        parts.append("<table class='facts'>" + "".join(f"<tr><td>{e(str(k))}</td><td>{e(str(v))}</td></tr>" for k, v in facts) + "</table>")
+    parts.append("<ul>" + "".join(f"<li><a href='#{e(f.filename)}'>{e(f.title)}</a></li>" for f in figures) + "</ul>")
     for f in figures:
+        if f.section:
+            parts.append(f"<h2>{e(f.section)}</h2>")
+        if f.text:
+            parts.append(f"<p>{e(f.text)}</p>")
+        heading = "h3" if any(g.section for g in figures) else "h2"
         parts.append(
-            f"<figure id='{html.escape(f.filename)}'><h2>{html.escape(f.title)}</h2>"
-            f"<a href='{html.escape(f.filename)}'><img src='{html.escape(f.filename)}' alt='{html.escape(f.title)}'></a>"
-            f"<figcaption>{html.escape(f.caption)}</figcaption></figure>"
+            f"<figure id='{e(f.filename)}'><{heading}>{e(f.title)}</{heading}>"
+            f"<a href='{e(f.filename)}'><img src='{e(f.filename)}' alt='{e(f.title)}'></a>"
+            f"<figcaption>{e(f.caption)}</figcaption></figure>"
         )
+    if files:
+        parts.append("<h2>Files</h2><ul>" + "".join(f"<li><a href='{e(name)}'>{e(name)}</a>: {e(text)}</li>" for name, text in files) + "</ul>")
     parts.append("</body></html>\n")
     path = Path(path)
     path.write_text("\n".join(parts))

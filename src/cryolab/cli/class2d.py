@@ -140,20 +140,12 @@ def main(args, out) -> None:
 def _gallery_figure(path, result, pixel_size_A):
     import torch
 
-    from cryolab.plot import image_grid
+    from cryolab.plot import class_gallery_figure
     from cryolab.report import Figure, save_figure
 
     state = result.state
     counts = torch.bincount(result.assignments.class_index, minlength=state.settings.n_classes)
-    order = torch.argsort(counts, descending=True, stable=True)
-    n = int(counts.sum())
-    titles = []
-    for c in order.tolist():
-        res = float(state.class_resolution_A[c])
-        res_text = f"{res:.1f} Å" if res != float("inf") else "—"
-        titles.append(f"class {c + 1}: {int(counts[c])} ({100 * int(counts[c]) / n:.1f}%), {res_text}")
-    fig = image_grid(list(state.references[order].cpu()), titles, ncols=min(8, len(titles)), panel_size=2.2)
-    save_figure(fig, path)
+    save_figure(class_gallery_figure(state.references.cpu(), counts.cpu(), state.class_resolution_A.cpu()), path)
     return Figure(path.name, "Class averages", "Final class averages, most populated first: particle count, share of "
                   f"particles and FRC resolution between random halves (pixel size {pixel_size_A:g} Å). Protein white.")
 

@@ -82,31 +82,11 @@ def read_half_maps(half1, half2, mask_path, pixel_size):
 
 
 def fsc_figure(path, frequencies, curves: dict, resolution, *, title: str = ""):
-    """Plot FSC curves against frequency with the 0.143 and 0.5 lines and the reported resolution."""
-    from cryolab.plot import add_resolution_axis
-    from cryolab.report import Figure, plt, save_figure
+    """Save the FSC curves (:func:`cryolab.plot.fsc_curves_figure`) as ``path``; returns the report entry."""
+    from cryolab.plot import fsc_curves_figure
+    from cryolab.report import Figure, save_figure
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for label, (curve, style) in curves.items():
-        ax.plot(frequencies, curve, style, lw=1.5 if label.startswith("corrected") or len(curves) == 1 else 1.0, label=label)
-    ax.axhline(0.143, color="0.4", lw=0.8, ls="--")
-    ax.axhline(0.5, color="0.4", lw=0.8, ls=":")
-    ax.axhline(0.0, color="k", lw=0.5)
-    ax.text(float(frequencies[-1]), 0.143, " 0.143", va="bottom", ha="right", fontsize=8, color="0.3")
-    ax.text(float(frequencies[-1]), 0.5, " 0.5", va="bottom", ha="right", fontsize=8, color="0.3")
-    if resolution.shell > 0:
-        ax.axvline(resolution.frequency_per_A, color="C3", lw=0.8)
-        ax.annotate(f"{resolution.resolution_A:.2f} Å (FSC {resolution.threshold:g}; interpolated {resolution.interpolated_resolution_A:.2f} Å)",
-                    xy=(resolution.frequency_per_A, resolution.threshold), xytext=(-10, 45), textcoords="offset points",
-                    ha="right", fontsize=9, color="C3", arrowprops=dict(arrowstyle="->", color="C3"),
-                    bbox=dict(boxstyle="round", fc="white", ec="none", alpha=0.8))
-    ax.set_xlim(0, float(frequencies[-1]))
-    ax.set_ylim(-0.1, 1.05)
-    ax.set_xlabel("spatial frequency (1/Å)")
-    ax.set_ylabel("Fourier shell correlation")
-    ax.legend(loc="lower left", fontsize=8, title=title or None, title_fontsize=8)
-    add_resolution_axis(ax)
-    save_figure(fig, path)
+    save_figure(fsc_curves_figure(frequencies, curves, resolution, title=title), path)
     return Figure(path.name, "Fourier shell correlation", f"Resolution {resolution.resolution_A:.2f} Å at FSC = {resolution.threshold:g} "
                   f"(last shell above, RELION's rule); {resolution.interpolated_resolution_A:.2f} Å interpolated.")
 

@@ -125,29 +125,7 @@ def main(args, out) -> None:
 
 
 def _guinier_figure(path, result):
-    import numpy as np
+    from cryolab.plot import guinier_figure
+    from cryolab.report import save_figure
 
-    from cryolab.report import plt, save_figure
-
-    x = result.frequency_squared.numpy()
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for curve, label, style in ((result.guinier_input, "average of half maps", "k-"),
-                                (result.guinier_weighted, "FSC-weighted", "C0-"),
-                                (result.guinier_sharpened, f"sharpened (B = {result.b_factor_A2:.0f} Å²)", "C3-")):
-        y = curve.numpy()
-        shown = np.isfinite(y)
-        ax.plot(x[shown][1:], y[shown][1:], style, lw=1, label=label)
-    fit = result.bfactor_fit
-    if fit is not None:
-        xs = np.array([1 / fit.lowres_A**2, 1 / fit.highres_A**2])
-        ax.plot(xs, fit.intercept + fit.slope * xs, "C1--", lw=2, label=f"fit {fit.lowres_A:g}–{fit.highres_A:.2f} Å, slope {fit.slope:.1f} Å²")
-        ax.axvspan(xs[0], xs[1], color="C1", alpha=0.08)
-    ax.set_xlabel("1/d² (1/Å²)")
-    ax.set_ylabel("ln(mean amplitude)")
-    ax.set_xlim(0, x[-1])
-    ax.legend(fontsize=8)
-    top = ax.secondary_xaxis("top", functions=(lambda s: np.sqrt(np.clip(s, 1e-12, None)), lambda f: f**2))
-    ticks = [d for d in (20, 10, 7, 5, 4, 3, 2.5, 2, 1.5) if 1 / d**2 <= x[-1]]
-    top.set_ticks([1 / d for d in ticks], labels=[f"{d:g}" for d in ticks])
-    top.set_xlabel("resolution (Å)")
-    save_figure(fig, path)
+    save_figure(guinier_figure(result), path)
