@@ -158,6 +158,14 @@ def directional_fsc(
     Returns
     -------
     :class:`DirectionalFSC`.
+
+    Notes
+    -----
+    Give it half maps divided plainly by their weights (or with a small constant), not half
+    maps regularised with an SSNR from their own FSC: inside a poorly sampled cone the
+    regulariser suppresses the few noisy samples and what remains there is signal spread in
+    from neighbouring directions, the same in both halves, so the cone's FSC comes out high
+    and the anisotropy is hidden (notebooks/11_direct_fourier_inversion.py shows the trap).
     """
     map_a, map_b = as_tensor(map_a), as_tensor(map_b).to(as_tensor(map_a).device)
     shape = _check_pair(map_a, map_b, 3)
