@@ -527,8 +527,10 @@ assert torch.allclose(flip_twice, noisy_image, atol=1e-3 * float(noisy_image.abs
 # ±1180 Å. We find the finest frequency at which the averaged CTF² still oscillates with
 # ≥ 50 % modulation, for a flat 500 Å-thick specimen and for the tilted one.
 #
-# For **thickness** the question is whether the projection assumption still holds: the depth of
-# field for resolution d is ~`2d²/λ` (≈ 900 Å at 3 Å). A multislice calculation
+# For **thickness** the question is whether the projection assumption still holds. The often
+# quoted depth of field `2d²/λ` (≈ 900 Å at 3 Å) is where it fails completely (the images of
+# the top and bottom no longer agree at resolution d; notebook 07 measures a 10 % departure at
+# 3–4 Å already near 130 Å of protein). A multislice calculation
 # (`multislice_image`: 1.5 Å slices, Fresnel propagation between them) through ADK (~60 Å)
 # agrees with the single-slice projection image to ~1 %.
 
