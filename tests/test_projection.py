@@ -355,6 +355,38 @@ def test_torch_path_sees_in_place_changes_of_a_table(torch_projector):
     assert torch.allclose(after, 2 * before, rtol=1e-5, atol=1e-6)
 
 
+def test_lookup_table_does_not_depend_on_an_executor():
+    """The table's transforms split in halves over an executor's threads: the same bits as on the
+    calling thread alone (what makes cryolab simulate's output independent of its workers)."""
+    import concurrent.futures
+
+    volume = blobs_volume(17, seed=3)
+    alone = prepare_volume_for_projection(volume)
+    with concurrent.futures.ThreadPoolExecutor(2, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        shared = prepare_volume_for_projection(volume, executor=pool)
+    assert shared.is_contiguous() and torch.equal(alone, shared)
+
+
+@pytest.mark.parametrize("use_torch", [False, True])
+def test_extract_into_a_reused_buffer(torch_projector, use_torch):
+    """``out=``: a buffer holding anything (a previous batch, here NaN) is overwritten entirely —
+    the pixels beyond the band limit become zero — and returned; a wrong buffer is refused."""
+    torch_projector(use_torch)
+    n = 14
+    p = padded_size(n, 2)
+    table = torch.randn(p, p, p // 2 + 1, dtype=torch.complex64, generator=torch.Generator().manual_seed(2))
+    mats = torch.cat([rotations(5, seed=6), _axis_aligned_rotations(torch.float32)])
+    expected = extract_central_slices_rfft(table, mats, (n, n))
+    buffer = torch.full((9, n, n // 2 + 1), complex(float("nan"), float("nan")), dtype=torch.complex64)
+    result = extract_central_slices_rfft(table, mats, (n, n), out=buffer)
+    assert result is buffer
+    assert torch.equal(result, expected)  # same sweep, same values, zeros included
+    with pytest.raises(InputError):
+        extract_central_slices_rfft(table, mats, (n, n), out=torch.zeros(9, n, n // 2 + 1, dtype=torch.complex128))
+    with pytest.raises(InputError):
+        extract_central_slices_rfft(table, mats, (n, n), out=buffer[:, :, :-1])
+
+
 @pytest.mark.parametrize("interpolation", ["linear", "cubic"])
 def test_insert_keeps_every_weight(interpolation):
     """Each inserted pixel's unit weight lands in the grid, none lost at the band edge or kx = 0

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -89,6 +90,33 @@ def test_backprojection_equals_the_projectors_adjoint_insertion(n, interpolation
     assert data.shape == ref_data.shape == (padded_size(n, 2),) * 2 + (padded_size(n, 2) // 2 + 1,)
     assert torch.allclose(data.to(ref_data.dtype), ref_data, atol=2e-6 * float(ref_data.abs().max()))
     assert torch.allclose(weight.double(), ref_weight, atol=2e-6 * float(ref_weight.abs().max()))
+
+
+@pytest.mark.parametrize("n", [16, 17])
+def test_compiled_and_torch_backprojection_agree(n, monkeypatch):
+    """The compiled CPU kernel (fused shift, CTF and insertion, table-order sweep) and the torch
+    path fill the same grids: CTF parameters and values, premultiplied images, symmetry copies,
+    views whose slices lie on grid planes and band-edge samples that round below index 0."""
+    import cryolab.reconstruct.backproject as bp
+
+    pytest.importorskip("numba")
+    gen = torch.Generator().manual_seed(n)
+    b = 9
+    images = torch.randn(b, n, n, generator=gen)
+    axis_aligned = relion_euler_to_matrix(torch.tensor([[0.0, 0, 0], [90, 90, 0], [0, 90, 90], [45, 90, 180],
+                                                        [30, 90, 0]]))
+    rot = torch.cat([axis_aligned, random_rotations(b - 5, generator=gen)])
+    p = particles(b, seed=n)
+    values = torch.randn(1, n, n // 2 + 1, generator=gen)  # one CTF for all images
+    cases = [dict(ctf=p.ctf), dict(ctf=p.ctf, ctf_premultiplied=True, symmetry="D2"), dict(ctf=values), dict(ctf=None)]
+    for case in cases:
+        grids = {}
+        for flag in ("1", "0"):
+            monkeypatch.setenv("CRYOLAB_NUMBA", flag)
+            assert bp._compiled_path_enabled("linear", images) == (flag == "1")
+            grids[flag] = backproject_chunk(images, rot, p.shifts_A, pixel_size_A=PIXEL_A, **case).folded()
+        for fast, reference in zip(grids["1"], grids["0"]):
+            assert float((fast - reference).abs().max()) < 2e-6 * float(reference.abs().max())
 
 
 def test_adjoint_relation_with_the_projector():
@@ -226,6 +254,34 @@ def test_regularised_division_limits():
     assert float(damped.abs().max()) < 1e-3 * float(plain.abs().max())
 
 
+def test_compiled_and_torch_finalization_agree(adk, monkeypatch):
+    """Shell means, division and inverse transform: the compiled kernels and numpy's in-place FFTs
+    give the torch path's map; the shell table is the direct formula's."""
+    import sys
+
+    finalize_module = sys.modules["cryolab.reconstruct.finalize"]
+    from cryolab.projection import band_limit
+
+    p = particles(300, seed=12)
+    clean, _ = simulate_images(adk, p, PIXEL_A)
+    partial = backproject(clean, p)
+    ssnr = torch.linspace(50, 0.01, BOX // 2 + 1)
+    fast = [finalize(partial, ssnr=ssnr), finalize(partial, wiener_constant=0.1)]
+    monkeypatch.setenv("CRYOLAB_NUMBA", "0")
+    monkeypatch.setattr(finalize_module, "_NUMPY_FFT_IN_PLACE", False)
+    reference = [finalize(partial, ssnr=ssnr), finalize(partial, wiener_constant=0.1)]
+    for a, b in zip(fast, reference):
+        assert float((a - b).abs().max()) < 1e-5 * float(b.abs().max())
+    for pad, box in ((34, 17), (48, 32)):
+        shells, inside = finalize_module._padded_shells(pad, box, "cpu")
+        k = torch.arange(pad, dtype=torch.float32) - pad // 2
+        radius2 = k[:, None, None] ** 2 + k[None, :, None] ** 2 + torch.arange(pad // 2 + 1.0) ** 2
+        expected_inside = radius2 <= (band_limit((box, box)) * pad) ** 2 * (1 + 2e-6)
+        expected = torch.round(torch.sqrt(radius2) * (box / pad)).to(torch.int32)
+        expected = expected.masked_fill(~expected_inside, box // 2 + 1)
+        assert torch.equal(inside, expected_inside) and torch.equal(shells, expected)
+
+
 def test_table_to_map_is_the_cropped_gridding_corrected_inverse_transform():
     from cryolab.fourier import crop_center, irfft_centered, rfft_fftshift, rfft_ifftshift
     from cryolab.projection import gridding_correction
@@ -300,6 +356,25 @@ def test_bad_inputs_raise():
         backproject_chunk(torch.zeros(3, 16, 16), rot, symmetry="C2v")
     with pytest.raises(InputError, match="both half sets"):
         reconstruct_halves(PartialReconstruction.zeros(16), PartialReconstruction.zeros(16), pixel_size_A=1.0)
+
+
+def test_work_streams_cover_each_half_set_once():
+    """Workers get contiguous blocks of one half set each, about equal in size, together every particle once."""
+    from cryolab.reconstruct import default_workers
+    from cryolab.reconstruct.driver import _streams
+
+    assert 1 <= default_workers() <= 4
+    halves = np.array([1, 2] * 50 + [1] * 30)
+    for workers in (1, 2, 3, 5):
+        streams = _streams(halves, workers)
+        assert len(streams) == (2 if workers == 1 else workers)
+        for h in (1, 2):  # the half's particles, in order, cut into blocks
+            blocks = [block for half, block in streams if half == h]
+            assert np.array_equal(np.concatenate(blocks), np.flatnonzero(halves == h))
+        if workers > 1:
+            sizes = [len(block) for _, block in streams]
+            assert max(sizes) <= 2 * min(sizes)
+    assert [h for h, _ in _streams(np.ones(10, dtype=np.int64), 3)] == [1, 1, 1]
 
 
 def test_half_set_assignment():

@@ -78,14 +78,19 @@ def test_options(dataset, tmp_path, options):
     assert json.loads((out / "run.json").read_text())["command"] == "cryolab reconstruct"
 
 
-def test_chunk_size_does_not_change_the_map(dataset, tmp_path):
+def test_chunk_size_and_workers_do_not_change_the_map(dataset, tmp_path):
+    """One thread or several (blocks of the half sets in their own grids, maps finalised side by
+    side, the full map's grids from the half maps' or a third pair), any chunk size: the same maps."""
     star, _ = dataset
     maps = []
-    for chunk in (400, 33):
-        assert run(star, "--wiener-constant", 0.01, "--chunk-size", chunk, "-o", tmp_path / f"c{chunk}") == 0
-        with mrcfile.open(tmp_path / f"c{chunk}" / "reconstruction.mrc") as m:
-            maps.append(m.data.copy())
-    assert np.allclose(maps[0], maps[1], atol=1e-4 * np.abs(maps[0]).max())
+    for chunk, workers in ((400, 1), (33, 2), (50, 3)):
+        out = tmp_path / f"c{chunk}"
+        assert run(star, "--chunk-size", chunk, "--workers", workers, "-o", out) == 0
+        with mrcfile.open(out / "reconstruction.mrc") as m, mrcfile.open(out / "half2.mrc") as h:
+            maps.append((m.data.copy(), h.data.copy()))
+    for volume, half2 in maps[1:]:
+        assert np.allclose(volume, maps[0][0], atol=1e-4 * np.abs(maps[0][0]).max())
+        assert np.allclose(half2, maps[0][1], atol=1e-4 * np.abs(maps[0][1]).max())
 
 
 def test_mask_and_cryodrgn_pickles(dataset, tmp_path):

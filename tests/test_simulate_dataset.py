@@ -88,10 +88,14 @@ def _write(tmp_path, name, *, batch_size, seed=3, noise=GaussianNoise(0.2, mask_
                          stack_size=20, show_progress=False, **kw)
 
 
-def test_same_seed_gives_bit_identical_files_whatever_the_batch_size(tmp_path):
-    a = _write(tmp_path, "a", batch_size=16, write_clean=True)
-    b = _write(tmp_path, "b", batch_size=64, write_clean=True)
-    c = _write(tmp_path, "c", batch_size=500, write_clean=True)
+def test_same_seed_gives_bit_identical_files_whatever_the_batch_size_and_workers(tmp_path, monkeypatch):
+    import cryolab.simulate.dataset as dataset
+
+    monkeypatch.setattr(dataset, "BLOCK_PIXELS", 8 * 32 * 32)  # blocks of 8 images: several batches
+    assert dataset.block_size(32) == 8
+    a = _write(tmp_path, "a", batch_size=16, workers=1, write_clean=True)
+    _write(tmp_path, "b", batch_size=8, workers=3, write_clean=True)  # 6 batches on 3 threads
+    _write(tmp_path, "c", batch_size=500, write_clean=True)
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
     assert names == ["clean_00001.mrcs", "clean_00002.mrcs", "clean_00003.mrcs", "particles.star",
                      "particles_00001.mrcs", "particles_00002.mrcs", "particles_00003.mrcs", "simulation.json"]
@@ -105,6 +109,72 @@ def test_same_seed_gives_bit_identical_files_whatever_the_batch_size(tmp_path):
     with mrcfile.open(a.stack_paths[0]) as m:
         assert np.array_equal(m.data, noisy[:20].numpy())
     assert len(set(particle_seeds(3, np.arange(1000)).tolist())) == 1000
+
+
+@pytest.mark.parametrize("pad", [1, 2])
+def test_compiled_kernels_match_the_torch_path(tmp_path, monkeypatch, pad):
+    """The numba kernels (CTF sine, ramp × CTF product, stack statistics) and the torch code they
+    replace (CRYOLAB_NUMBA=0) give the same images and headers, to float32 rounding."""
+    pytest.importorskip("numba")
+    from cryolab.ctf import ctf_2d
+    from cryolab.simulate._compiled import compiled_enabled
+
+    particles = make_particles(20, seed=5, defocus_min_A=5000, defocus_max_A=40000)
+    runs = {}
+    for flag in ("1", "0"):
+        monkeypatch.setenv("CRYOLAB_NUMBA", flag)
+        assert compiled_enabled() == (flag == "1")
+        ctf = ctf_2d(particles.ctf, (48, 48), 0.9)
+        result = write_dataset(blob_volume(), particles, tmp_path / flag, 2.0, noise=None, ctf_pad_factor=pad,
+                               workers=2, batch_size=8, show_progress=False)
+        with mrcfile.open(result.stack_paths[0]) as m:
+            runs[flag] = (ctf, m.data.copy(), m.header.copy())
+    reference_ctf = ctf_2d(particles.ctf.to(torch.float64), (48, 48), 0.9)
+    for ctf in (runs["1"][0], runs["0"][0]):
+        assert ctf.dtype == torch.float32 and float((ctf.double() - reference_ctf).abs().max()) < 2e-7
+    fast, slow = runs["1"][1], runs["0"][1]
+    assert np.abs(fast - slow).max() < 1e-5 * np.abs(slow).max()
+    for key in ("dmin", "dmax", "dmean", "rms"):
+        assert float(runs["1"][2][key]) == pytest.approx(float(runs["0"][2][key]), rel=1e-5, abs=1e-6 * float(np.abs(slow).max()))
+
+
+def _takes_direct_writes(folder) -> bool:
+    if not hasattr(os, "O_DIRECT"):
+        return False
+    try:
+        os.close(os.open(folder / "probe", os.O_RDWR | os.O_CREAT | os.O_DIRECT))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("noise", [None, GaussianNoise(0.5), PoissonNoise(30.0, 0.002)])
+def test_direct_writes_give_the_same_files(tmp_path, monkeypatch, noise):
+    """Frames written to the disk directly (O_DIRECT, where the file system takes it) and through
+    the page cache (CRYOLAB_DIRECT_IO=0) make the same files, header page included."""
+    import cryolab.simulate.dataset as dataset
+
+    used = []
+    original = dataset._StackWriter._write_frames
+
+    def spy(self, fd, direct_fd, block, offset):
+        original(self, fd, direct_fd, block, offset)
+        used.append(self.direct and direct_fd is not None)
+
+    monkeypatch.setattr(dataset._StackWriter, "_write_frames", spy)
+    results = {}
+    for flag in ("1", "0"):
+        monkeypatch.setenv("CRYOLAB_DIRECT_IO", flag)
+        used.clear()
+        results[flag] = _write(tmp_path, f"d{flag}", batch_size=16, workers=2, noise=noise, write_clean=True)
+        if flag == "0":
+            assert not any(used)
+        elif _takes_direct_writes(tmp_path) and noise is None:
+            assert all(used)  # (the comparison below is not the page cache against itself)
+    for a, b in zip(results["1"].stack_paths + results["1"].clean_stack_paths,
+                    results["0"].stack_paths + results["0"].clean_stack_paths):
+        assert filecmp.cmp(a, b, shallow=False), a.name
+        assert mrcfile.validate(str(a), print_file=open(os.devnull, "w"))
 
 
 def test_streamed_stacks_have_correct_headers(tmp_path):

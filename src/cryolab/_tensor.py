@@ -27,3 +27,13 @@ def as_tensor(x, *, dtype: torch.dtype | None = None, device=None) -> torch.Tens
         if dtype is None:
             dtype = torch.complex64 if t.is_complex() else torch.float32
     return t.to(dtype=dtype or t.dtype, device=device or t.device)
+
+
+def broadcast_shapes(*shapes) -> torch.Size:
+    """The broadcast of ``shapes``, as ``torch.broadcast_shapes`` gives it, without that function's
+    first-call import of sympy (about 0.4 s per process, paid by every command). Raises
+    RuntimeError, as torch does, when the shapes do not broadcast."""
+    try:
+        return torch.Size(np.broadcast_shapes(*(tuple(shape) for shape in shapes)))
+    except ValueError as error:
+        raise RuntimeError(str(error)) from None

@@ -34,13 +34,14 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from cryolab._tensor import as_tensor
+from cryolab._tensor import as_tensor, broadcast_shapes
 from cryolab.errors import InputError
 from cryolab.fourier.grids import fftfreq_grid
 
@@ -136,8 +137,9 @@ class CTFParams:
         device = devices.pop() if devices else None
         for name, value in zip(_STAR_COLUMNS, values):
             object.__setattr__(self, name, _field_tensor(value, device))
-        try:
-            self.batch_shape
+        try:  # computed once (fields are frozen): broadcasting is slow for a per-call property
+            object.__setattr__(self, "_batch_shape",
+                               broadcast_shapes(*(getattr(self, name).shape for name in _STAR_COLUMNS)))
         except RuntimeError:
             shapes = {name: tuple(getattr(self, name).shape) for name in _STAR_COLUMNS}
             raise InputError(f"CTFParams field shapes do not broadcast: {shapes}") from None
@@ -145,7 +147,7 @@ class CTFParams:
     @property
     def batch_shape(self) -> torch.Size:
         """Broadcast shape of all fields: the leading shape of every CTF computed from these."""
-        return torch.broadcast_shapes(*(getattr(self, name).shape for name in _STAR_COLUMNS))
+        return self._batch_shape
 
     @property
     def device(self) -> torch.device:
@@ -355,6 +357,89 @@ def _chi_coefficients(f: "_Fields") -> torch.Tensor:
 
 
 
+# sin χ for a batch, compiled. torch evaluates sin in float64 at ~5-15 ns a value (no vectorised
+# double-precision sine on this build), which made the CTF the largest cost of a simulation after
+# the projector. The kernel below evaluates χ = Σ_t c_t b_t on the grid with the terms of
+# _chi_basis computed from the grid's axes (the grids are separable: kx per column, ky per row), so
+# that nothing larger than a row is read per image; reduces χ to [-π/2, π/2] in float64
+# (χ − 2π·rint(χ/2π), then the reflection sin(π − r) = sin r) and evaluates the odd Taylor
+# polynomial of degree 17 (truncation < 1e-12 there), in loops that vectorise: ~1 ns a value,
+# within one float32 rounding (≤ 1.2e-7) of float32(sin χ). Used for float32 parameters on the CPU
+# without autograd when numba is installed and the environment variable CRYOLAB_NUMBA is not 0
+# (the float64 torch path otherwise).
+
+
+def _use_compiled_sin_chi(params: CTFParams, coefficients: torch.Tensor) -> bool:
+    return (
+        params.dtype == torch.float32
+        and coefficients.device.type == "cpu"
+        and coefficients.dtype == torch.float64
+        and not coefficients.requires_grad
+        and os.environ.get("CRYOLAB_NUMBA", "1") != "0"
+        and _sin_chi_kernel() is not None
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _sin_chi_kernel():
+    try:
+        import numba
+    except ImportError:  # pragma: no cover - numba comes with umap-learn
+        return None
+    return numba.njit(cache=True, nogil=True, fastmath={"contract"})(_nb_sin_chi)
+
+
+def _nb_sin_chi(coefficients, kx, ky, out):
+    """out[j, r, c] = sin(χ_j(kx[c], ky[r])), χ_j = Σ_t coefficients[j, t] · (the terms of
+    _chi_basis: k², kx² − ky², 2 kx ky, k⁴, 1); float64 χ, float32 out."""
+    two_pi = 2.0 * np.pi
+    half_pi = 0.5 * np.pi
+    inv_two_pi = 1.0 / two_pi
+    for j in range(out.shape[0]):
+        c0, c1, c2, c3, c4 = (coefficients[j, 0], coefficients[j, 1], coefficients[j, 2], coefficients[j, 3],
+                              coefficients[j, 4])
+        for r in range(out.shape[1]):
+            y = ky[r]
+            y2 = y * y
+            row = out[j, r]
+            for m in range(row.shape[0]):
+                x = kx[m]
+                x2 = x * x
+                k2 = x2 + y2
+                chi = c0 * k2 + c1 * (x2 - y2) + c2 * (2.0 * x * y) + c3 * (k2 * k2) + c4
+                t = chi - np.rint(chi * inv_two_pi) * two_pi  # [-π, π]
+                t = min(t, np.pi - t)  # sin(π − t) = sin t: fold into [-π/2, π/2]
+                t = max(t, -np.pi - t)
+                t = min(max(t, -half_pi), half_pi)
+                t2 = t * t
+                s = 1.0 / 355687428096000.0  # 1/17!, then Horner down to t
+                s = s * t2 - 1.0 / 1307674368000.0
+                s = s * t2 + 1.0 / 6227020800.0
+                s = s * t2 - 1.0 / 39916800.0
+                s = s * t2 + 1.0 / 362880.0
+                s = s * t2 - 1.0 / 5040.0
+                s = s * t2 + 1.0 / 120.0
+                s = s * t2 - 1.0 / 6.0
+                row[m] = t + t * t2 * s
+
+
+@functools.lru_cache(maxsize=32)
+def _frequency_axes(shape: tuple[int, int], pixel_size_A: float, rfft: bool, fftshift: bool
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """float64 ``kx`` per column and ``ky`` per row (1/Å) of :func:`_frequency_grid_A` (CPU)."""
+    kx, ky = _frequency_grid_A(shape, pixel_size_A, rfft=rfft, fftshift=fftshift, device="cpu", dtype=torch.float64)
+    return kx[0].contiguous().numpy(), ky[:, 0].contiguous().numpy()
+
+
+def _sin_chi_compiled(coefficients: torch.Tensor, shape: tuple[int, int], pixel_size_A: float, rfft: bool,
+                      fftshift: bool) -> torch.Tensor:
+    """``sin(coefficients @ _chi_basis(...))`` as float32 ``(n, h·w')``."""
+    kx, ky = _frequency_axes(shape, pixel_size_A, rfft, fftshift)
+    out = torch.empty(coefficients.shape[0], ky.shape[0], kx.shape[0], dtype=torch.float32)
+    _sin_chi_kernel()(coefficients.contiguous().numpy(), kx, ky, out.numpy())
+    return out.reshape(coefficients.shape[0], -1)
+
+
 # --------------------------------------------------------------------------------------------
 # CTF evaluation
 # --------------------------------------------------------------------------------------------
@@ -404,8 +489,12 @@ def ctf_2d(
     basis = _chi_basis((h, w), float(pixel_size_A), rfft, fftshift, str(device), dtype)
     f = _Fields(params, grid_ndim=0, dtype=dtype)
     batch = params.batch_shape
-    chi = _chi_coefficients(f).reshape(-1, _N_CHI_TERMS) @ basis  # (n, h·w'), float64: χ reaches 100s of rad
-    ctf = torch.sin(chi).to(params.dtype)
+    coefficients = _chi_coefficients(f).reshape(-1, _N_CHI_TERMS)
+    if _use_compiled_sin_chi(params, coefficients):
+        ctf = _sin_chi_compiled(coefficients, (h, w), float(pixel_size_A), rfft, fftshift)
+    else:
+        chi = coefficients @ basis  # (n, h·w'), float64: χ reaches 100s of rad
+        ctf = torch.sin(chi).to(params.dtype)
     bfactor, scale = f.bfactor_A2.to(params.dtype), f.scale.to(params.dtype)
     if bool((bfactor != 0).any()):
         k2 = basis[0].to(params.dtype)

@@ -39,7 +39,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from cryolab._tensor import as_tensor
+from cryolab._tensor import as_tensor, broadcast_shapes
 from cryolab.errors import InputError
 
 _SAMPLE_METHODS = ("nearest", "linear", "cubic")
@@ -145,7 +145,7 @@ def _sample_grid(grid, coords, ndim: int, method: str, fill_value, grid_name: st
     grid_batch = tuple(grid.shape[:-ndim])
     n_points = coords.shape[-2]
     try:
-        batch = torch.broadcast_shapes(grid_batch, tuple(coords.shape[:-2]))
+        batch = broadcast_shapes(grid_batch, tuple(coords.shape[:-2]))
     except RuntimeError as err:
         raise InputError(
             f"batch dimensions of {grid_name} {grid_batch} and coords {tuple(coords.shape[:-2])} do not broadcast"
@@ -243,7 +243,7 @@ def _insert_into_grid(values, coords, shape, ndim: int, method: str):
     spatial, grid_batch = shape[-ndim:], shape[:-ndim]
     n_points = coords.shape[-2]
     try:
-        batch = torch.broadcast_shapes(tuple(values.shape[:-1]), tuple(coords.shape[:-2]), grid_batch)
+        batch = broadcast_shapes(tuple(values.shape[:-1]), tuple(coords.shape[:-2]), grid_batch)
     except RuntimeError as err:
         raise InputError(
             f"batch dimensions of values {tuple(values.shape[:-1])}, coords {tuple(coords.shape[:-2])} "

@@ -85,12 +85,13 @@ from __future__ import annotations
 import functools
 import math
 import os
+import threading
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from cryolab._tensor import as_tensor
+from cryolab._tensor import as_tensor, broadcast_shapes
 from cryolab.errors import InputError
 from cryolab.fourier import fftfreq_grid, phase_ramp_rfft
 from cryolab.interpolate import insert_into_grid_3d, sample_grid_3d
@@ -98,6 +99,7 @@ from cryolab.interpolate import insert_into_grid_3d, sample_grid_3d
 __all__ = [
     "apply_shifts_rfft",
     "band_limit",
+    "band_limited_frequencies",
     "central_slices_to_images",
     "extract_central_slices_rfft",
     "gridding_correction",
@@ -199,7 +201,8 @@ def gridding_correction(shape: Sequence[int], pad_size: int, *, interpolation: s
     return envelope
 
 
-def prepare_volume_for_projection(volume, *, pad_factor: float = 2, interpolation: str = "linear") -> torch.Tensor:
+def prepare_volume_for_projection(volume, *, pad_factor: float = 2, interpolation: str = "linear",
+                                  executor=None) -> torch.Tensor:
     """Central-slice lookup table of a map: gridding correction, zero padding and centred rfft.
 
     Computed once per map and reused for any number of :func:`extract_central_slices_rfft`
@@ -216,6 +219,11 @@ def prepare_volume_for_projection(volume, *, pad_factor: float = 2, interpolatio
     interpolation
         The interpolation :func:`extract_central_slices_rfft` will use (``"linear"``,
         ``"nearest"`` or ``"cubic"``); it fixes the gridding correction.
+    executor
+        Optional ``concurrent.futures.Executor`` (CPU): the transforms along each axis are
+        computed in two halves (independent lines), one by the calling thread and one by the
+        executor — about twice as fast with a second idle core. The halves are the same without an
+        executor, so the table does not depend on it (nor on its number of threads).
 
     Returns
     -------
@@ -246,9 +254,38 @@ def prepare_volume_for_projection(volume, *, pad_factor: float = 2, interpolatio
     sign = (1 - 2 * parity).to(volume.dtype)
     table = corrected * sign[:, None, None] * sign[None, :, None]
     for dim in (-1, -2, -3):
-        table = _wrap_into(table, p, dim)
-        table = torch.fft.rfft(table, dim=dim) if dim == -1 else torch.fft.fft(table, dim=dim)
-    return table.contiguous()  # (the FFT along kz may return a strided layout)
+        table = _transform_axis(_wrap_into(table, p, dim), dim, executor)
+    return table.contiguous()
+
+
+def _transform_axis(x: torch.Tensor, dim: int, executor) -> torch.Tensor:
+    """rfft (``dim`` -1) or fft (-2, -3) of ``x`` along ``dim``; on the CPU without autograd, in two
+    halves along another axis (the second on ``executor`` if given) and, for the fft, in place:
+    the same values without a second array of the table's size and its fresh pages, and
+    contiguous, where the FFT along kz may return a strided layout."""
+    if x.requires_grad or x.device.type != "cpu":  # (out= does not support autograd)
+        return torch.fft.rfft(x, dim=dim) if dim == -1 else torch.fft.fft(x, dim=dim)
+    if dim == -1:
+        out = x.new_empty(*x.shape[:-1], x.shape[-1] // 2 + 1, dtype=torch.promote_types(x.dtype, torch.complex64))
+    else:
+        out = x
+    split = -2 if dim == -3 else -3
+    size = x.shape[split]
+
+    def half(lo: int, length: int) -> None:
+        source, target = x.narrow(split, lo, length), out.narrow(split, lo, length)
+        if dim == -1:
+            torch.fft.rfft(source, dim=dim, out=target)
+        else:
+            torch.fft.fft(source, dim=dim, out=target)
+
+    second = None if executor is None else executor.submit(half, size // 2, size - size // 2)
+    half(0, size // 2)
+    if second is None:
+        half(size // 2, size - size // 2)
+    else:
+        second.result()
+    return out
 
 
 def _wrap_into(x: torch.Tensor, size: int, dim: int) -> torch.Tensor:
@@ -398,7 +435,12 @@ def _rfft_image_shape(slices_shape: Sequence[int]) -> tuple[int, int]:
 
 
 def extract_central_slices_rfft(
-    volume_ft_centered, rotations, image_shape: Sequence[int], *, interpolation: str = "linear"
+    volume_ft_centered,
+    rotations,
+    image_shape: Sequence[int],
+    *,
+    interpolation: str = "linear",
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Central slices ``F_V(Aᵀ (kx, ky, 0))`` of a map's transform: projections in Fourier space.
 
@@ -414,6 +456,9 @@ def extract_central_slices_rfft(
     interpolation
         ``"linear"`` (trilinear, RELION's default), ``"nearest"`` or ``"cubic"`` (Keys, more
         accurate, ~6× slower); must match the gridding correction the table was prepared with.
+    out
+        Optional contiguous tensor of the result's shape and dtype to write the result into
+        (every entry is overwritten), so that a caller can reuse one buffer batch after batch.
 
     Returns
     -------
@@ -427,13 +472,26 @@ def extract_central_slices_rfft(
     real_dtype = torch.float64 if table.dtype == torch.complex128 else torch.float32
     rotations = _check_rotations(rotations, table.device, real_dtype)
     image_shape = (int(image_shape[0]), int(image_shape[1]))
+    batch = broadcast_shapes(table.shape[:-3], rotations.shape[:-2])
+    out_shape = (*batch, image_shape[0], image_shape[1] // 2 + 1)
+    if out is not None and (tuple(out.shape) != out_shape or out.dtype != table.dtype or not out.is_contiguous()
+                            or out.device != table.device):
+        raise InputError(f"out must be a contiguous {table.dtype} tensor of shape {out_shape} on {table.device}, "
+                         f"got {out.dtype} {tuple(out.shape)} on {out.device}")
     if _use_compiled(interpolation, table, rotations):
-        return _extract_compiled(table, rotations, image_shape)
-    k2d, index = _band_limited_frequencies(image_shape, table.device)
+        return _extract_compiled(table, rotations, image_shape, batch, out=out)
+    slices = _extract_torch(table, rotations, image_shape, interpolation, pad)
+    return slices if out is None else out.copy_(slices)
+
+
+def _extract_torch(table: torch.Tensor, rotations: torch.Tensor, image_shape: tuple[int, int], interpolation: str,
+                   pad: int) -> torch.Tensor:
+    """The central slices by :func:`cryolab.interpolate.sample_grid_3d` (any method, device, autograd)."""
+    k2d, index = band_limited_frequencies(image_shape, table.device)
     before, after = _table_margin(interpolation)
     coords, reflected = _slice_table_coordinates(k2d, rotations, pad, before)
 
-    batch = torch.broadcast_shapes(table.shape[:-3], rotations.shape[:-2])
+    batch = broadcast_shapes(table.shape[:-3], rotations.shape[:-2])
     extended = _extended_table(table, before, after)
     values = sample_grid_3d(extended, coords, method=interpolation)  # (*batch, M)
     values = torch.where(reflected.expand(values.shape), values.conj(), values)
@@ -510,11 +568,11 @@ def insert_central_slices_rfft(
         weights = as_tensor(weights, dtype=real_dtype, device=slices_ft.device)
     if _use_compiled(interpolation, slices_ft, rotations, *([] if weights is None else [weights])):
         return _insert_compiled(slices_ft, rotations, pad, weights, image_shape)
-    k2d, index = _band_limited_frequencies(image_shape, slices_ft.device)
+    k2d, index = band_limited_frequencies(image_shape, slices_ft.device)
     before, after = _table_margin(interpolation)
     coords, reflected = _slice_table_coordinates(k2d, rotations, pad, before)
 
-    batch = torch.broadcast_shapes(slices_ft.shape[:-2], rotations.shape[:-2])
+    batch = broadcast_shapes(slices_ft.shape[:-2], rotations.shape[:-2])
     values = slices_ft.reshape(*slices_ft.shape[:-2], -1)[..., index].expand(*batch, index.numel())
     reflected = reflected.expand(*batch, index.numel())
     values = torch.where(reflected, values.conj(), values)
@@ -561,11 +619,26 @@ def _band_limited_frequencies_cached(image_shape: tuple[int, int], device: str):
     return k[index], index
 
 
-def _band_limited_frequencies(image_shape: tuple[int, int], device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Frequencies (cycles/pixel, ``(M, 2)`` as (kx, ky)) of the rfft pixels within
-    :func:`band_limit` and their flat indices into the ``h · (w//2 + 1)`` rfft array.
+def band_limited_frequencies(image_shape: Sequence[int], device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rfft pixels of an image that central slices carry: those within :func:`band_limit`.
 
-    Cached per shape and device: treat the returned tensors as read-only."""
+    Parameters
+    ----------
+    image_shape
+        Real-space image shape ``(h, w)``.
+    device
+        Device of the results (default CPU).
+
+    Returns
+    -------
+    frequencies
+        float32 ``(M, 2)``, ``(kx, ky)`` in cycles/pixel (``cryolab.fourier.fftfreq_grid``), in
+        row-major order of the rfft array (rows ``ky``, then ``kx``).
+    index
+        int64 ``(M,)`` flat indices of those pixels into the unshifted ``h · (w//2 + 1)`` rfft array.
+
+    Cached per shape and device: treat the returned tensors as read-only.
+    """
     image_shape = (int(image_shape[0]), int(image_shape[1]))
     return _band_limited_frequencies_cached(image_shape, str(torch.device(device or "cpu")))
 
@@ -573,8 +646,8 @@ def _band_limited_frequencies(image_shape: tuple[int, int], device) -> tuple[tor
 @functools.lru_cache(maxsize=16)
 def _slice_segments(image_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Runs of at most ``_SEGMENT_LENGTH`` consecutive band-limited pixels of one image row:
-    ``(first, count)``, indices into the ``(M, 2)`` list of :func:`_band_limited_frequencies`."""
-    k2d, _ = _band_limited_frequencies(image_shape, "cpu")
+    ``(first, count)``, indices into the ``(M, 2)`` list of :func:`band_limited_frequencies`."""
+    k2d, _ = band_limited_frequencies(image_shape, "cpu")
     ky = k2d[:, 1].numpy()
     row_starts = np.flatnonzero(np.r_[True, ky[1:] != ky[:-1]])
     row_ends = np.r_[row_starts[1:], ky.size]
@@ -613,10 +686,14 @@ def _numba_kernels():
         import numba
     except ImportError:  # pragma: no cover - numba comes with umap-learn
         return None
-    return _build_numba_kernels(numba)
+    with _NUMBA_BUILD_LOCK:  # threads may reach the first call together (lru_cache does not serialise it)
+        return _build_numba_kernels(numba)
 
 
-_NUMBA_INLINE = ("_nb_wrap_tap", "_nb_wrapped_value", "_nb_add_tap", "_nb_slice_point")
+_NUMBA_BUILD_LOCK = threading.Lock()
+
+
+_NUMBA_INLINE = ("_nb_wrap_tap", "_nb_wrapped_value", "_nb_add_tap", "_nb_slice_point", "_nb_lerp8")
 _NUMBA_KERNELS = ("_nb_sweep_order", "_nb_extract", "_nb_insert")
 
 
@@ -628,9 +705,11 @@ def _build_numba_kernels(numba):
     by their global names see compiled functions."""
     module = globals()
     for name in _NUMBA_INLINE:
-        module[name] = numba.njit(cache=True, inline="always")(module[name])
+        if not hasattr(module[name], "py_func"):  # (not compiled by an earlier call)
+            module[name] = numba.njit(cache=True, inline="always")(module[name])
     for name in _NUMBA_KERNELS:
-        module[name] = numba.njit(cache=True, nogil=True)(module[name])
+        if not hasattr(module[name], "py_func"):
+            module[name] = numba.njit(cache=True, nogil=True)(module[name])
     return module["_nb_extract"], module["_nb_insert"]
 
 
@@ -715,15 +794,40 @@ def _nb_sweep_order(rot, kxy, seg_first, seg_count, j0, j1, p, pf, o, keys, coun
     return i, bits
 
 
-def _nb_extract(table, p, w, table_ids, rot, kxy, out_index, seg_first, seg_count, out, out_len, pf, o, group):
+def _nb_lerp8(tx, ty, tz, r000, m000, r001, m001, r010, m010, r011, m011, r100, m100, r101, m101, r110, m110,
+              r111, m111):
+    """Trilinear interpolation of one complex value from its eight taps: along x, then y, then z."""
+    r00 = r000 + tx * (r001 - r000)
+    m00 = m000 + tx * (m001 - m000)
+    r01 = r010 + tx * (r011 - r010)
+    m01 = m010 + tx * (m011 - m010)
+    r10 = r100 + tx * (r101 - r100)
+    m10 = m100 + tx * (m101 - m100)
+    r11 = r110 + tx * (r111 - r110)
+    m11 = m110 + tx * (m111 - m110)
+    r0 = r00 + ty * (r01 - r00)
+    m0 = m00 + ty * (m01 - m00)
+    r1 = r10 + ty * (r11 - r10)
+    m1 = m10 + ty * (m11 - m10)
+    return r0 + tz * (r1 - r0), m0 + tz * (m1 - m0)
+
+
+def _nb_extract(table, p, w, table_ids, rot, kxy, out_index, seg_first, seg_count, out, out_len, pf, o, group,
+                zero_index):
     """out[j, out_index[m]] = T_j(Aⱼᵀ (kxy[m], 0)) by trilinear interpolation, conjugated for
-    reflected points. ``table`` and ``out`` are flat real views of complex arrays."""
+    reflected points; then ``out[j, zero_index] = 0``. ``table`` and ``out`` are flat real views
+    of complex arrays.
+
+    A segment whose two ends lie at least half a sample inside the stored range, on one side of
+    kx = 0, has all its points there (the coordinates are affine along it): it is read by a loop
+    without the per-point range and reflection tests (the same arithmetic, the same values)."""
     n_img = rot.shape[0]
     n_seg = seg_first.shape[0]
     count = np.empty(((p >> _CELL_BITS) + 1) ** 2 + 1, np.int64)
     keys = np.empty(min(group, n_img) * n_seg, np.int32)
     order = np.empty(min(group, n_img) * n_seg, np.int64)
     pw = p * w
+    one, two, three = np.uint64(1), np.uint64(2), np.uint64(3)
     for j0 in range(0, n_img, group):
         j1 = min(j0 + group, n_img)
         total, bits = _nb_sweep_order(rot, kxy, seg_first, seg_count, j0, j1, p, pf, o, keys, count, order)
@@ -738,14 +842,44 @@ def _nb_extract(table, p, w, table_ids, rot, kxy, out_index, seg_first, seg_coun
             a1x = rot[j, 1, 0]
             a1y = rot[j, 1, 1]
             a1z = rot[j, 1, 2]
-            for m in range(seg_first[s], seg_first[s] + seg_count[s]):
+            m_first = seg_first[s]
+            m_last = m_first + seg_count[s] - 1
+            xa, ya, za, ra = _nb_slice_point(kxy[m_first, 0], kxy[m_first, 1], a0x, a0y, a0z, a1x, a1y, a1z, pf, o)
+            xb, yb, zb, rb = _nb_slice_point(kxy[m_last, 0], kxy[m_last, 1], a0x, a0y, a0z, a1x, a1y, a1z, pf, o)
+            if (ra == rb and min(xa, xb) >= 0.5 and max(xa, xb) < w - 1.5 and min(ya, yb) >= 0.5
+                    and max(ya, yb) < p - 1.5 and min(za, zb) >= 0.5 and max(za, zb) < p - 1.5):
+                # x · (±pf) is the reflected coordinate of _nb_slice_point, rounded alike
+                sign = -pf if ra else pf
+                conj = np.float32(-1.0) if ra else np.float32(1.0)
+                ky = kxy[m_first, 1]
+                out_base = np.uint64(2 * j * out_len)
+                for m_signed in range(m_first, m_last + 1):
+                    m = np.uint64(m_signed)  # (unsigned indices: no negative-index checks in the inner loop)
+                    kx = kxy[m, np.uint64(0)]
+                    x = (kx * a0x + ky * a1x) * sign
+                    y = (kx * a0y + ky * a1y) * sign + o
+                    z = (kx * a0z + ky * a1z) * sign + o
+                    fx = np.floor(x)
+                    fy = np.floor(y)
+                    fz = np.floor(z)
+                    i00 = np.uint64(2 * (base_t + (np.int64(fz) * p + np.int64(fy)) * w + np.int64(fx)))
+                    i01 = i00 + np.uint64(2 * w)
+                    i10 = i00 + np.uint64(2 * pw)
+                    i11 = i10 + np.uint64(2 * w)
+                    vr, vi = _nb_lerp8(x - fx, y - fy, z - fz,
+                                       table[i00], table[i00 + one], table[i00 + two], table[i00 + three],
+                                       table[i01], table[i01 + one], table[i01 + two], table[i01 + three],
+                                       table[i10], table[i10 + one], table[i10 + two], table[i10 + three],
+                                       table[i11], table[i11 + one], table[i11 + two], table[i11 + three])
+                    k = out_base + np.uint64(2) * np.uint64(out_index[m])
+                    out[k] = vr
+                    out[k + one] = conj * vi
+                continue
+            for m in range(m_first, m_last + 1):
                 x, y, z, reflected = _nb_slice_point(kxy[m, 0], kxy[m, 1], a0x, a0y, a0z, a1x, a1y, a1z, pf, o)
                 fx = np.floor(x)
                 fy = np.floor(y)
                 fz = np.floor(z)
-                tx = x - fx
-                ty = y - fy
-                tz = z - fz
                 x0 = np.int64(fx)
                 y0 = np.int64(fy)
                 z0 = np.int64(fz)
@@ -755,7 +889,6 @@ def _nb_extract(table, p, w, table_ids, rot, kxy, out_index, seg_first, seg_coun
                     i01 = i00 + np.uint64(2 * w)
                     i10 = i00 + np.uint64(2 * pw)
                     i11 = i10 + np.uint64(2 * w)
-                    one, two, three = np.uint64(1), np.uint64(2), np.uint64(3)
                     r000, m000, r001, m001 = table[i00], table[i00 + one], table[i00 + two], table[i00 + three]
                     r010, m010, r011, m011 = table[i01], table[i01 + one], table[i01 + two], table[i01 + three]
                     r100, m100, r101, m101 = table[i10], table[i10 + one], table[i10 + two], table[i10 + three]
@@ -769,22 +902,16 @@ def _nb_extract(table, p, w, table_ids, rot, kxy, out_index, seg_first, seg_coun
                     r101, m101 = _nb_wrapped_value(table, base_t, z0 + 1, y0, x0 + 1, p, w)
                     r110, m110 = _nb_wrapped_value(table, base_t, z0 + 1, y0 + 1, x0, p, w)
                     r111, m111 = _nb_wrapped_value(table, base_t, z0 + 1, y0 + 1, x0 + 1, p, w)
-                # lerp along x, then y, then z
-                r00 = r000 + tx * (r001 - r000)
-                m00 = m000 + tx * (m001 - m000)
-                r01 = r010 + tx * (r011 - r010)
-                m01 = m010 + tx * (m011 - m010)
-                r10 = r100 + tx * (r101 - r100)
-                m10 = m100 + tx * (m101 - m100)
-                r11 = r110 + tx * (r111 - r110)
-                m11 = m110 + tx * (m111 - m110)
-                r0 = r00 + ty * (r01 - r00)
-                m0 = m00 + ty * (m01 - m00)
-                r1 = r10 + ty * (r11 - r10)
-                m1 = m10 + ty * (m11 - m10)
+                vr, vi = _nb_lerp8(x - fx, y - fy, z - fz, r000, m000, r001, m001, r010, m010, r011, m011, r100, m100,
+                                   r101, m101, r110, m110, r111, m111)
                 k = np.uint64(2 * (j * out_len + out_index[m]))
-                out[k] = r0 + tz * (r1 - r0)
-                out[k + np.uint64(1)] = -(m0 + tz * (m1 - m0)) if reflected else m0 + tz * (m1 - m0)
+                out[k] = vr
+                out[k + one] = -vi if reflected else vi
+    for j in range(n_img):
+        for i in range(zero_index.shape[0]):
+            k = np.uint64(2 * (j * out_len + zero_index[i]))
+            out[k] = 0
+            out[k + one] = 0
 
 
 def _nb_insert(values, pixel_weights, has_weights, p, w, rot, kxy, in_index, in_len, seg_first, seg_count,
@@ -867,29 +994,42 @@ def _flat_real(x: torch.Tensor) -> np.ndarray:
     return torch.view_as_real(x.resolve_conj().resolve_neg().contiguous()).reshape(-1).numpy()
 
 
-def _extract_compiled(table: torch.Tensor, rotations: torch.Tensor, image_shape: tuple[int, int]) -> torch.Tensor:
+@functools.lru_cache(maxsize=16)
+def _out_of_band_index(image_shape: tuple[int, int]) -> np.ndarray:
+    """Flat indices of the rfft pixels beyond :func:`band_limit` (the complement of the slice points)."""
+    _, index = band_limited_frequencies(image_shape, "cpu")
+    keep = np.zeros(image_shape[0] * (image_shape[1] // 2 + 1), dtype=bool)
+    keep[index.numpy()] = True
+    return np.flatnonzero(~keep).astype(np.int64)
+
+
+def _extract_compiled(table: torch.Tensor, rotations: torch.Tensor, image_shape: tuple[int, int], batch, *,
+                      out=None) -> torch.Tensor:
     pad, half_width = table.shape[-2], table.shape[-1]
     real_dtype = torch.float64 if table.dtype == torch.complex128 else torch.float32
-    batch = torch.broadcast_shapes(table.shape[:-3], rotations.shape[:-2])
     n_tables = math.prod(table.shape[:-3])
     table_ids = torch.arange(n_tables).reshape(table.shape[:-3]).expand(batch).reshape(-1).contiguous()
     rots = rotations.to(real_dtype).expand(*batch, 3, 3).reshape(-1, 3, 3).contiguous()
-    k2d, index = _band_limited_frequencies(image_shape, "cpu")
+    k2d, index = band_limited_frequencies(image_shape, "cpu")
     first, count = _slice_segments(image_shape)
     out_len = image_shape[0] * (image_shape[1] // 2 + 1)
-    out = torch.zeros(*batch, out_len, dtype=table.dtype)
+    if out is None:
+        out = torch.zeros(*batch, image_shape[0], image_shape[1] // 2 + 1, dtype=table.dtype)
+        zero_index = np.zeros(0, dtype=np.int64)
+    else:  # a reused buffer: the kernel also clears the pixels beyond the band limit
+        zero_index = _out_of_band_index(image_shape)
     scalar = np.float64 if real_dtype == torch.float64 else np.float32
     extract, _ = _numba_kernels()
     extract(_flat_real(table), pad, half_width, table_ids.numpy(), rots.numpy(), k2d.to(real_dtype).numpy(),
             index.numpy(), first, count, torch.view_as_real(out).reshape(-1).numpy(), out_len, scalar(pad),
-            scalar(pad // 2), _MAX_IMAGES_PER_SWEEP)
-    return out.reshape(*batch, image_shape[0], image_shape[1] // 2 + 1)
+            scalar(pad // 2), _MAX_IMAGES_PER_SWEEP, zero_index)
+    return out
 
 
 def _insert_compiled(slices_ft: torch.Tensor, rotations: torch.Tensor, pad: int, weights,
                      image_shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     real_dtype = torch.float64 if slices_ft.dtype == torch.complex128 else torch.float32
-    batch = torch.broadcast_shapes(slices_ft.shape[:-2], rotations.shape[:-2])
+    batch = broadcast_shapes(slices_ft.shape[:-2], rotations.shape[:-2])
     in_len = image_shape[0] * (image_shape[1] // 2 + 1)
     values = slices_ft.expand(*batch, *slices_ft.shape[-2:]).reshape(-1, in_len)
     rots = rotations.to(real_dtype).expand(*batch, 3, 3).reshape(-1, 3, 3).contiguous()
@@ -898,7 +1038,7 @@ def _insert_compiled(slices_ft: torch.Tensor, rotations: torch.Tensor, pad: int,
         pixel_weights = weights.to(real_dtype).expand(*batch, *slices_ft.shape[-2:]).reshape(-1).contiguous()
     else:
         pixel_weights = torch.zeros(1, dtype=real_dtype)
-    k2d, index = _band_limited_frequencies(image_shape, "cpu")
+    k2d, index = band_limited_frequencies(image_shape, "cpu")
     first, count = _slice_segments(image_shape)
     data = torch.zeros(pad, pad, pad // 2 + 1, dtype=slices_ft.dtype)
     weight = torch.zeros(pad, pad, pad // 2 + 1, dtype=real_dtype)
@@ -1100,7 +1240,7 @@ def project_real(volume, rotations, *, shifts_A=None, pixel_size_A: float | None
         raise InputError(f"volume must be a real cube (..., N, N, N), got {tuple(volume.shape)} {volume.dtype}")
     n = volume.shape[-1]
     rotations = _check_rotations(rotations, volume.device, volume.dtype)
-    batch = torch.broadcast_shapes(volume.shape[:-3], rotations.shape[:-2])
+    batch = broadcast_shapes(volume.shape[:-3], rotations.shape[:-2])
     offsets = torch.zeros(*batch, 2, dtype=volume.dtype, device=volume.device)
     if shifts_A is not None:
         if pixel_size_A is None:

@@ -20,7 +20,7 @@ import math
 
 import torch
 
-from cryolab._tensor import as_tensor
+from cryolab._tensor import as_tensor, broadcast_shapes
 from cryolab.errors import InputError
 from cryolab.interpolate import sample_grid_2d
 from cryolab.rotations import inplane_rotation_matrix
@@ -85,7 +85,7 @@ def rotate_images(images, psi_deg, *, method: str = "cubic") -> torch.Tensor:
         raise InputError(f"images must be square (..., N, N), got {tuple(images.shape)}")
     n = images.shape[-1]
     psi = as_tensor(psi_deg, dtype=torch.float64, device=images.device)
-    batch = torch.broadcast_shapes(images.shape[:-2], psi.shape)
+    batch = broadcast_shapes(images.shape[:-2], psi.shape)
     rot = inplane_rotation_matrix(psi)  # (..., 2, 2)
     xy = _centred_coordinates(n, images.device, torch.float64)
     # out(x) = image(Rᵀ x): the source point of output pixel x is Rᵀ x (row-vector form x · R)

@@ -25,7 +25,8 @@ Writes into the output folder:
                        scale, DQE, MTF), seed, CTF canvas, how poses and CTFs were drawn
   montage.png, index.html   clean and noisy examples
 
-The same --seed gives bit-identical files; --batch-size changes speed and memory, not results.
+The same --seed gives bit-identical files; --batch-size and --workers change speed and memory,
+not results.
 
 Examples:
   cryolab simulate adk_open --box 64 --pixel-size 1.5 -n 1000 --snr 0.05 -o sim
@@ -123,8 +124,12 @@ def add_args(parser) -> None:
                    help="trajectory: nearest map, or linear blend of the two neighbouring maps (default nearest)")
 
     o = parser.add_argument_group("output")
-    o.add_argument("--batch-size", type=int, default=256, metavar="B",
-                   help="images computed between writes, rounded up to whole blocks; sets memory use, not results (default 256)")
+    o.add_argument("--batch-size", type=int, metavar="B",
+                   help="images a worker computes at a time, rounded up to whole blocks; sets speed and memory, not "
+                        "results (default: about 16 M pixels, at most 1024 images: 1024 at 128²)")
+    o.add_argument("--workers", type=int, metavar="T",
+                   help="threads computing images in parallel (default: the CPU cores available); sets speed, "
+                        "not results")
     o.add_argument("--stack-size", type=int, default=10000, metavar="K", help="images per .mrcs file (default 10000)")
     o.add_argument("--write-clean", action="store_true", help="also write the clean images (clean_#####.mrcs)")
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -203,6 +208,10 @@ def main(args, out) -> None:
         raise InputError("--trajectory needs at least two maps in --states")
     if args.ctf_pad_factor < 1:
         raise InputError(f"--ctf-pad-factor must be >= 1, got {args.ctf_pad_factor}")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers must be >= 1, got {args.workers}")
     n, seed = args.n_particles, args.seed
     names = args.states if args.states is not None else [args.input]
     ctf_table = read_ctf_table(args.ctf_from) if args.ctf_from else None  # fail early on a bad file
@@ -284,7 +293,7 @@ def main(args, out) -> None:
     particles = ParticleParameters(euler, shifts, ctf, assignment, micrograph_xy_A=xy, defocus_offset_A=offset)
     folder = out.path("particles.star").parent
     result = write_dataset(maps, particles, folder, px, noise=noise, seed=seed, batch_size=args.batch_size,
-                           stack_size=args.stack_size, write_clean=args.write_clean,
+                           workers=args.workers, stack_size=args.stack_size, write_clean=args.write_clean,
                            ctf_pad_factor=args.ctf_pad_factor, metadata={"recipe": recipe})
 
     k = result.example_clean.shape[0]

@@ -26,8 +26,8 @@ CTF sign, shells ``round(|k| N)``).
 """
 
 from cryolab.reconstruct.backproject import INSERT_METHODS, PartialReconstruction, backproject_chunk
-from cryolab.reconstruct.driver import (REGULARISATIONS, Reconstruction, half_set_assignment, reconstruct_from_particles,
-                                        reconstruct_halves)
+from cryolab.reconstruct.driver import (REGULARISATIONS, Reconstruction, default_workers, half_set_assignment,
+                                        reconstruct_from_particles, reconstruct_halves)
 from cryolab.reconstruct.fbp import filtered_backprojection, ramp_filter_rfft
 from cryolab.reconstruct.finalize import (DEFAULT_WIENER_CONSTANT, FINALIZE_METHODS, finalize, mask_outside_sphere,
                                           regularised_division, relion_gridding_weights, ssnr_from_fsc, table_to_map)
@@ -42,6 +42,7 @@ __all__ = [
     "Reconstruction",
     "as_symmetry_operators",
     "backproject_chunk",
+    "default_workers",
     "filtered_backprojection",
     "finalize",
     "half_set_assignment",

@@ -51,6 +51,7 @@ IEEE Trans. Med. Imaging 15 (1996) 68 (Kaiser–Bessel blobs); RELION ``src/back
 from __future__ import annotations
 
 import math
+import threading
 from functools import lru_cache
 
 import numpy as np
@@ -59,7 +60,8 @@ import torch
 from cryolab._tensor import as_tensor
 from cryolab.errors import InputError
 from cryolab.projection import band_limit, gridding_correction
-from cryolab.reconstruct.backproject import PartialReconstruction, _single_threaded
+from cryolab.reconstruct.backproject import (_KERNEL_LOCK, PartialReconstruction, _numba, _numba_enabled,
+                                              _single_threaded)
 
 __all__ = [
     "DEFAULT_WIENER_CONSTANT",
@@ -77,6 +79,8 @@ __all__ = [
 DEFAULT_WIENER_CONSTANT = 1e-3
 
 FINALIZE_METHODS = ("wiener", "relion")
+
+_NUMPY_FFT_IN_PLACE = int(np.__version__.split(".")[0]) >= 2  # single-precision transforms with out=
 
 
 # --------------------------------------------------------------------------------------------
@@ -108,21 +112,35 @@ def _symmetrise_kx0(data: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Ten
     return data, weight
 
 
-@lru_cache(maxsize=4)
 def _padded_shells(pad: int, box_size: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Shell ``round(|k| N)`` (int32) of every sample of the centred rfft table and the in-band mask.
 
     ``|k|`` in cycles/voxel of the map is the table index distance from the origin divided by
     ``P``; samples beyond :func:`cryolab.projection.band_limit` are outside the band and get the
     shell index ``N//2 + 1`` (one past the last), so that per-shell tables can hold a value for
-    them. Cached: the same grid serves both half maps and the full map.
+    them. Cached: the same grid serves both half maps and the full map (threads finalising maps
+    side by side wait for one computation).
     """
+    with _SHELLS_LOCK, _single_threaded():
+        return _padded_shells_cached(int(pad), int(box_size), torch.device(device or "cpu"))
+
+
+_SHELLS_LOCK = threading.Lock()
+
+
+@lru_cache(maxsize=4)
+def _padded_shells_cached(pad: int, box_size: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     kz = torch.arange(pad, device=device, dtype=torch.float32) - pad // 2
     kx = torch.arange(pad // 2 + 1, device=device, dtype=torch.float32)
-    radius2 = kz[:, None, None] ** 2 + kz[None, :, None] ** 2 + kx[None, None, :] ** 2  # exact integers
-    inside = radius2 <= (band_limit((box_size, box_size)) * pad) ** 2 * (1 + 2e-6)
-    shells = torch.round(torch.sqrt(radius2) * (box_size / pad)).to(torch.int32)
-    shells = torch.where(inside, shells, torch.full_like(shells, box_size // 2 + 1))
+    shells = torch.empty(pad, pad, pad // 2 + 1, dtype=torch.int32, device=device)
+    inside = torch.empty(pad, pad, pad // 2 + 1, dtype=torch.bool, device=device)
+    radius2_yx = kz[:, None] ** 2 + kx[None, :] ** 2  # exact integers
+    limit = (band_limit((box_size, box_size)) * pad) ** 2 * (1 + 2e-6)
+    for z in range(pad):  # plane by plane: no 3D temporaries
+        radius2 = kz[z] ** 2 + radius2_yx
+        torch.le(radius2, limit, out=inside[z])
+        plane = torch.round(torch.sqrt(radius2) * (box_size / pad)).to(torch.int32)
+        shells[z] = plane.masked_fill_(~inside[z], box_size // 2 + 1)
     return shells, inside
 
 
@@ -130,13 +148,72 @@ def _shell_mean(values: torch.Tensor, shells: torch.Tensor, n_shells: int, *, pl
     """Mean of ``values`` over each shell ``0 .. n_shells - 1`` (shells from :func:`_padded_shells`).
 
     ``plane0``, if given, replaces the ``kx = 0`` plane of ``values`` (the Friedel-symmetrised one).
+    On the compiled path: one pass over the grid, summing in float64.
     """
-    sums = torch.zeros(n_shells + 1, dtype=values.dtype, device=values.device)
-    sums.index_add_(0, shells.reshape(-1), values.reshape(-1))
+    if _finalize_kernels_apply(values):
+        sums = np.zeros(n_shells + 1, dtype=np.float64)
+        counts = np.zeros(n_shells + 1, dtype=np.int64)
+        _finalize_kernels()[0](values.numpy(), shells.numpy(), sums, counts)
+        sums, counts = torch.from_numpy(sums), torch.from_numpy(counts)
+    else:
+        sums = torch.zeros(n_shells + 1, dtype=values.dtype, device=values.device)
+        sums.index_add_(0, shells.reshape(-1), values.reshape(-1))
+        counts = torch.bincount(shells.reshape(-1), minlength=n_shells + 1)
     if plane0 is not None:
-        sums.index_add_(0, shells[..., 0].reshape(-1), (plane0 - values[..., 0]).reshape(-1))
-    counts = torch.bincount(shells.reshape(-1), minlength=n_shells + 1).clamp_min(1)
-    return (sums.double() / counts)[:n_shells].to(values.dtype)
+        sums.index_add_(0, shells[..., 0].reshape(-1), (plane0 - values[..., 0]).reshape(-1).to(sums.dtype))
+    return (sums.double() / counts.clamp_min(1))[:n_shells].to(values.dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# Compiled kernels for the passes over the whole padded grid (numba, as the back-projection's):
+# torch needs several passes and temporaries for each; ``CRYOLAB_NUMBA=0`` uses those instead.
+
+
+def _nb_shell_sums(values, shells, sums, counts):
+    for z in range(values.shape[0]):
+        for y in range(values.shape[1]):
+            for x in range(values.shape[2]):
+                s = shells[z, y, x]
+                sums[s] += values[z, y, x]
+                counts[s] += 1
+
+
+def _nb_divide_by_shell(data, weight, shells, per_shell, factor, out):
+    zero = factor[0] * 0  # 0 of the output type
+    for z in range(data.shape[0]):
+        for y in range(data.shape[1]):
+            f = factor[z] * factor[y]
+            for x in range(data.shape[2]):
+                d = weight[z, y, x] + per_shell[shells[z, y, x]]
+                out[z, y, x] = data[z, y, x] * (f / d) if d > 0 and d < np.inf else zero
+
+
+_FINALIZE_KERNELS: list = []
+
+
+def _finalize_kernels():
+    """``(shell sums, division)`` compiled (loaded from numba's on-disk cache after the first run)."""
+    with _KERNEL_LOCK:
+        if not _FINALIZE_KERNELS:
+            jit = _numba().njit(cache=True, nogil=True)
+            _FINALIZE_KERNELS.extend([jit(_nb_shell_sums), jit(_nb_divide_by_shell)])
+        return _FINALIZE_KERNELS
+
+
+def _finalize_kernels_apply(*grids: torch.Tensor) -> bool:
+    return _numba_enabled() and all(g.device.type == "cpu" and not g.requires_grad for g in grids)
+
+
+def _divide_by_shell(data: torch.Tensor, weight: torch.Tensor, shells: torch.Tensor, per_shell: torch.Tensor,
+                     factor: torch.Tensor) -> torch.Tensor:
+    """``data / (weight + per_shell[shells]) · factor[kz] · factor[ky]``, 0 where the denominator
+    is 0 or infinite (:func:`_divide`)."""
+    if not _finalize_kernels_apply(data, weight, per_shell):
+        return _divide(data, weight, per_shell[shells]) * (factor[:, None, None] * factor[None, :, None])
+    out = torch.empty(data.shape, dtype=data.dtype)
+    _finalize_kernels()[1](data.numpy(), weight.numpy(), shells.numpy(), per_shell.numpy(),
+                           factor.to(data.dtype).numpy(), out.numpy())
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -222,14 +299,21 @@ def regularised_division(partial: PartialReconstruction, *, wiener_constant: flo
     complex64 ``(P, P, P//2 + 1)`` estimate of the (padded) map's transform in the table layout
     of :func:`cryolab.projection.prepare_volume_for_projection`, zero beyond the band limit.
     """
+    ones = torch.ones(partial.pad_size, dtype=partial.data.dtype, device=partial.data.device)
+    return _regularised_division(partial, wiener_constant, ssnr, ones)
+
+
+def _regularised_division(partial: PartialReconstruction, wiener_constant, ssnr, factor: torch.Tensor) -> torch.Tensor:
+    """:func:`regularised_division` times ``factor[kz] · factor[ky]`` (a modulation for
+    :func:`_modulated_table_to_map`, applied in the same pass)."""
     data, weight = partial.folded()
     plane_d, plane_w = _symmetrised_kx0_planes(data, weight)
     shells, _ = _padded_shells(partial.pad_size, partial.box_size, weight.device)
     # W̄ of the symmetrised grid (whose kx = 0 plane holds each Friedel pair's weight twice)
     per_shell = _regulariser_per_shell(weight, shells, partial.box_size, wiener_constant=wiener_constant, ssnr=ssnr,
                                        plane0=plane_w)
-    estimate = _divide(data, weight, per_shell[shells])
-    estimate[..., 0] = _divide(plane_d, plane_w, per_shell[shells[..., 0]])
+    estimate = _divide_by_shell(data, weight, shells, per_shell, factor)
+    estimate[..., 0] = _divide(plane_d, plane_w, per_shell[shells[..., 0]]) * (factor[:, None] * factor[None, :])
     return estimate
 
 
@@ -319,18 +403,57 @@ def table_to_map(table, box_size: int, *, interpolation: str = "linear") -> torc
     float32 ``(N, N, N)`` map centred at ``N//2``.
     """
     table = as_tensor(table)
+    factor = _crop_modulation(table.shape[-2], box_size, table.device).to(table.dtype)
+    return _modulated_table_to_map(table * (factor[:, None, None] * factor[None, :, None]), box_size,
+                                   interpolation=interpolation)
+
+
+@lru_cache(maxsize=4)
+def _crop_modulation(pad: int, box_size: int, device) -> torch.Tensor:
+    """complex128 ``(P,)`` factors ``exp(-2πi j (N//2) / P)`` of table index ``j`` along ``kz`` and ``ky``.
+
+    Multiplying the table by them rotates the inverse transform along those axes by ``N//2``
+    samples, so that the ``N`` voxels the crop keeps (offsets ``-N//2 … N - N//2 - 1`` from the
+    origin) become the first ``N`` outputs (:func:`_modulated_table_to_map`). For ``P = 2N`` with
+    ``N`` divisible by 4 they are powers of ``-i``.
+    """
+    j = torch.arange(pad, dtype=torch.float64, device=device)
+    phase = -2 * math.pi * ((j * (box_size // 2)) % pad) / pad
+    cos, sin = torch.cos(phase), torch.sin(phase)
+    cos, sin = (torch.where(x.abs() < 1e-12, 0.0, x) for x in (cos, sin))  # exact 0 at odd multiples of π/2
+    return torch.complex(cos, sin)
+
+
+def _modulated_table_to_map(table: torch.Tensor, box_size: int, *, interpolation: str) -> torch.Tensor:
+    """:func:`table_to_map` of a contiguous table already multiplied by :func:`_crop_modulation`
+    along ``kz`` and ``ky``; the table is overwritten (used as work space).
+
+    Equal to ``crop(irfft_centered(rfft_ifftshift(table), (P, P, P)), N)``, computed cheaper:
+
+    - the inverse transform of the table as it stands (kz, ky centred: shifted by P/2) is the
+      padded map times (-1)^(z + y) with its origin at index 0, so no array is shifted; thanks
+      to the modulation the central N voxels along z and y are the first N outputs (views, no
+      copies; on the CPU the transforms along z and y run in place); along x they are those at
+      offsets -N//2 … N - N//2 - 1 from index 0 (wrapping);
+    - the 1D inverse transforms run one axis at a time, keeping only those N of the P outputs
+      before the next axis (about 0.6 of the work of the full 3D transform).
+    """
+    table = table.contiguous()
     pad = table.shape[-2]
-    # Equal to crop(irfft_centered(rfft_ifftshift(table), (P, P, P)), N), computed cheaper:
-    # - the inverse transform of the table as it stands (kz, ky centred: shifted by P/2) is the
-    #   padded map times (-1)^(z + y) with its origin at index 0, so no array is shifted; the
-    #   central N³ voxels are those at offsets -N//2 … N - N//2 - 1 from index 0 (wrapping);
-    # - the 1D inverse transforms run one axis at a time, keeping only those N of the P outputs
-    #   before the next axis (about 0.6 of the work of the full 3D transform).
     offsets = torch.arange(box_size, device=table.device) - box_size // 2
-    index = offsets % pad
-    volume = torch.fft.ifft(table, dim=-3).index_select(-3, index)
-    volume = torch.fft.ifft(volume, dim=-2).index_select(-2, index)
-    volume = torch.fft.irfft(volume, n=pad, dim=-1).index_select(-1, index)
+    if table.device.type == "cpu" and not table.requires_grad and _NUMPY_FFT_IN_PLACE:
+        # numpy's pocketfft (numpy >= 2: single precision, out=) transforms in place; torch.fft
+        # allocates every result, and a fresh 10⁸-byte buffer costs about as much in page faults
+        # as the transform itself
+        array = table.numpy()
+        array = np.fft.ifft(array, axis=-3, out=array)[:box_size]
+        array = np.fft.ifft(array, axis=-2, out=array)[:, :box_size]
+        volume = torch.from_numpy(np.fft.irfft(array, n=pad, axis=-1))
+    else:
+        volume = torch.fft.ifft(table, dim=-3).narrow(-3, 0, box_size)
+        volume = torch.fft.ifft(volume, dim=-2).narrow(-2, 0, box_size)
+        volume = torch.fft.irfft(volume, n=pad, dim=-1)
+    volume = volume.index_select(-1, offsets % pad)
     sign = 1.0 - 2.0 * (offsets % 2).to(volume.dtype)  # (-1)^offset (P is even)
     volume = volume * (sign[:, None, None] * sign[None, :, None])
     correction = gridding_correction((box_size,) * 3, pad, interpolation=interpolation).to(volume.device)
@@ -351,13 +474,19 @@ def mask_outside_sphere(volume, *, cosine_width: float = 3.0) -> torch.Tensor:
     cosine_width
         Width of the soft edge in voxels (RELION: 3).
     """
-    from cryolab.masks import spherical_mask
-
     volume = as_tensor(volume)
-    n = volume.shape[-1]
-    outside = 1 - spherical_mask(n, 1.0, n / 2, soft_edge_A=cosine_width, device=volume.device).to(volume.dtype)
+    outside = _outside_sphere(volume.shape[-1], float(cosine_width), volume.device, volume.dtype)
     background = (volume * outside).sum(dim=(-3, -2, -1), keepdim=True) / outside.sum().clamp_min(1e-12)
     return volume + outside * (background - volume)
+
+
+@lru_cache(maxsize=4)
+def _outside_sphere(n: int, cosine_width: float, device, dtype) -> torch.Tensor:
+    """``1 -`` the soft spherical mask of :func:`mask_outside_sphere` (cached: every map of a run
+    uses the same; read-only)."""
+    from cryolab.masks import spherical_mask
+
+    return 1 - spherical_mask(n, 1.0, n / 2, soft_edge_A=cosine_width, device=device).to(dtype)
 
 
 def finalize(
@@ -406,12 +535,13 @@ def finalize(
 
 def _finalize(partial, method, wiener_constant, ssnr, relion_iterations) -> torch.Tensor:
     if method == "wiener":
-        table = regularised_division(partial, wiener_constant=wiener_constant, ssnr=ssnr)
-    else:
-        data, weight = _symmetrise_kx0(*partial.folded())
-        if ssnr is not None:
-            shells, _ = _padded_shells(partial.pad_size, partial.box_size, weight.device)
-            per_shell = _regulariser_per_shell(weight, shells, partial.box_size, wiener_constant=None, ssnr=ssnr)
-            weight = weight + torch.nan_to_num(per_shell[shells], posinf=0.0)
-        table = data * relion_gridding_weights(weight, partial.box_size, iterations=relion_iterations)
+        factor = _crop_modulation(partial.pad_size, partial.box_size, partial.data.device).to(partial.data.dtype)
+        table = _regularised_division(partial, wiener_constant, ssnr, factor)
+        return _modulated_table_to_map(table, partial.box_size, interpolation=partial.interpolation)
+    data, weight = _symmetrise_kx0(*partial.folded())
+    if ssnr is not None:
+        shells, _ = _padded_shells(partial.pad_size, partial.box_size, weight.device)
+        per_shell = _regulariser_per_shell(weight, shells, partial.box_size, wiener_constant=None, ssnr=ssnr)
+        weight = weight + torch.nan_to_num(per_shell[shells], posinf=0.0)
+    table = data * relion_gridding_weights(weight, partial.box_size, iterations=relion_iterations)
     return table_to_map(table, partial.box_size, interpolation=partial.interpolation)

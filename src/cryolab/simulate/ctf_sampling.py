@@ -26,10 +26,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from cryolab._tensor import as_tensor
+from cryolab._tensor import as_tensor, broadcast_shapes
 from cryolab.ctf import CTFParams, ctf_2d
 from cryolab.errors import InputError
-from cryolab.projection import apply_shifts_rfft
+from cryolab.fourier import phase_ramp_rfft
+from cryolab.simulate._buffers import scratch
+from cryolab.simulate._compiled import modulate_rfft
 
 #: Columns a particle table must have to supply CTF parameters.
 CTF_REQUIRED_COLUMNS = ("rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle")
@@ -119,7 +121,7 @@ def with_defocus_offset(params: CTFParams, offset_A) -> CTFParams:
 
 
 def apply_ctf_padded(images, ctf: CTFParams | None, pixel_size_A: float, *, pad_factor: float = 2,
-                     shifts_A=None) -> torch.Tensor:
+                     shifts_A=None, out: torch.Tensor | None = None, workspace=None) -> torch.Tensor:
     """Shift and CTF-modulate centred images on a zero-padded canvas, then crop back.
 
     Parameters
@@ -135,6 +137,11 @@ def apply_ctf_padded(images, ctf: CTFParams | None, pixel_size_A: float, *, pad_
     shifts_A
         Optional ``(..., 2)`` origins ``(x, y)`` in Å (``image(x) = P(x + origin)``), applied on
         the canvas as well.
+    out
+        Optional float32 tensor of the result's shape to write the result into.
+    workspace
+        Optional object (e.g. a ``threading.local``) on which the canvas arrays are kept from one
+        call to the next: chunk after chunk, fresh ones would cost a page fault per 4 KiB.
 
     Returns
     -------
@@ -147,17 +154,53 @@ def apply_ctf_padded(images, ctf: CTFParams | None, pixel_size_A: float, *, pad_
     if not pad_factor >= 1:
         raise InputError(f"CTF pad factor must be >= 1, got {pad_factor}")
     if ctf is None and shifts_A is None:
-        return images
+        return images if out is None else out.copy_(images)
     m = max(n, int(round(pad_factor * n)))
+    half = m // 2 + 1
+    batch = images.shape[:-2]
+    if shifts_A is not None:
+        shifts_A = as_tensor(shifts_A, dtype=torch.float32)
+        batch = broadcast_shapes(batch, shifts_A.shape[:-1])
+    if ctf is not None:
+        batch = broadcast_shapes(batch, ctf.batch_shape)
+    count = batch.numel()
     # crop_N ∘ irfft_centered ∘ (ramp · CTF) ∘ rfft_centered ∘ pad_M: the centring shifts and the
     # placement of the image in the canvas are translations, which commute with the Fourier-space
     # filter, so the image can sit in the canvas' corner and the result is the corner's N × N
     # (torch.fft zero-pads at the end): the same numbers without the pad, shift and crop copies.
-    spectrum = torch.fft.rfft2(images, s=(m, m))
+    if images.shape[:-2] == batch:
+        spectrum = torch.fft.rfft2(images.reshape(count, n, n), s=(m, m),
+                                   out=scratch(workspace, "spectrum", (count, m, half), torch.complex64))
+    else:
+        spectrum = torch.fft.rfft2(images, s=(m, m)).expand(*batch, m, half).reshape(count, m, half).contiguous()
+    ramp = None
     if shifts_A is not None:
-        spectrum = apply_shifts_rfft(spectrum, as_tensor(shifts_A, dtype=torch.float32), pixel_size_A)
+        ramp_y, ramp_x = separable_phase_ramp(shifts_A / float(pixel_size_A), (m, m))
+        ramp = (ramp_y.expand(*batch, m).reshape(count, m), ramp_x.expand(*batch, half).reshape(count, half))
+    values = None
     if ctf is not None:
-        spectrum = spectrum * ctf_2d(ctf, (m, m), pixel_size_A, rfft=True).to(torch.complex64)  # (see dataset)
-    # inverse transform of the first n rows and columns only: over rows (kept n), then columns
-    rows = torch.fft.ifft(spectrum.transpose(-1, -2).contiguous(), dim=-1)[..., :n].transpose(-1, -2)
-    return torch.fft.irfft(rows, n=m, dim=-1)[..., :n].contiguous()
+        values = ctf_2d(ctf, (m, m), pixel_size_A, rfft=True)
+        values = values.reshape(1, m, half) if ctf.batch_shape.numel() == 1 else \
+            values.expand(*batch, m, half).reshape(count, m, half)
+    modulate_rfft(spectrum, ramp=ramp, ctf=values)  # one pass, in place
+    # inverse transform of the first n rows and columns only: over rows (kept n, in place on the
+    # transposed copy), then columns
+    columns = scratch(workspace, "columns", (count, half, m), torch.complex64).copy_(spectrum.transpose(-1, -2))
+    torch.fft.ifft(columns, dim=-1, out=columns)
+    rows = scratch(workspace, "rows", (count, n, half), torch.complex64).copy_(columns[..., :n].transpose(-1, -2))
+    cropped = torch.fft.irfft(rows, n=m, dim=-1, out=scratch(workspace, "cropped", (count, n, m), torch.float32))
+    result = cropped[..., :n].reshape(*batch, n, n)
+    return result.contiguous() if out is None else out.copy_(result)
+
+
+def separable_phase_ramp(shifts_px, image_shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column factors ``(..., h)`` and ``(..., w//2 + 1)`` of the rfft phase ramp
+    :func:`cryolab.fourier.phase_ramp_rfft` that translates images by ``-shifts_px`` (x, y)
+    pixels — the ramp of :func:`cryolab.projection.apply_shifts_rfft`, ``image(x) = P(x + origin)``,
+    whose outer product is the full ramp (its Nyquist convention included), complex64."""
+    shifts_px = -as_tensor(shifts_px, dtype=torch.float32)
+    h, w = image_shape
+    zero = torch.zeros_like(shifts_px[..., :1])
+    ramp_y = phase_ramp_rfft(torch.cat([zero, shifts_px[..., 1:]], dim=-1), (h, 1))[..., 0]
+    ramp_x = phase_ramp_rfft(shifts_px[..., :1], (w,))
+    return ramp_y, ramp_x
