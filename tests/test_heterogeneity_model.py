@@ -161,6 +161,27 @@ def test_residual_mlp_backward_matches_autograd(out_dim):
     assert all(torch.allclose(a, b) for a, b in zip(grads, ref_grads))
 
 
+@pytest.mark.parametrize("chunk_rows", [2, 4, 7, 100])
+def test_residual_mlp_in_row_chunks_matches_autograd(monkeypatch, chunk_rows):
+    """Chunks of whole images (7, 100 rows), of parts of one image (2, 4) and ragged ones give the same values."""
+    import cryolab.heterogeneity.model as model_module
+
+    monkeypatch.setattr(model_module, "CHUNK_ROWS", chunk_rows)
+    torch.manual_seed(1)
+    mlp = ResidualMLP(5, 9, 2, 2).double()
+    x = torch.randn(4 * 5, 5, dtype=torch.float64, requires_grad=True)  # 4 images of 5 rows
+    offset = torch.randn(4, 9, dtype=torch.float64, requires_grad=True)
+    out, ref = mlp(x, offset), mlp.reference_forward(x, offset)
+    assert torch.allclose(out, ref)
+    weights = torch.randn(out.shape, dtype=torch.float64)
+    inputs = [x, offset, *mlp.parameters()]
+    grads = torch.autograd.grad((out * weights).sum(), inputs)
+    ref_grads = torch.autograd.grad((ref * weights).sum(), inputs)
+    assert all(torch.allclose(a, b) for a, b in zip(grads, ref_grads))
+    plain = torch.randn(13, 5, dtype=torch.float64)  # no offset: chunks of rows, the last one short
+    assert torch.allclose(mlp(plain), mlp.reference_forward(plain))
+
+
 def test_encode_shapes_and_reparameterization_trick():
     torch.manual_seed(0)
     model = HetVAE(HetModelConfig(16, 2.0, zdim=2, encoder_width=16, encoder_layers=1, decoder_width=8, decoder_layers=0))

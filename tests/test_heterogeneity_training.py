@@ -7,6 +7,7 @@ are exact checks (resumption, checkpoints, preprocessing) on tiny networks.
 """
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -200,6 +201,34 @@ def test_pixel_fraction_is_an_unbiased_estimate(adk_maps):
                   for _ in range(200)]
     assert np.mean(halves) == pytest.approx(full, rel=0.03)
     assert np.std(halves) > 0
+
+
+def test_sample_fourier_points_keeps_low_frequencies_and_reports_probabilities():
+    from cryolab.heterogeneity import disc_half_plane, sample_fourier_points
+
+    freqs, _, _ = disc_half_plane(32)
+    radius = torch.linalg.vector_norm(freqs, dim=-1)
+    m = freqs.shape[0]
+    g = torch.Generator().manual_seed(0)
+    counts = torch.zeros(m)
+    draws = 400
+    for _ in range(draws):
+        idx, prob = sample_fourier_points(32, 0.2, generator=g)
+        assert idx.numel() == math.ceil(0.2 * m) == len(set(idx.tolist()))
+        counts[idx] += 1
+    always = prob == 1
+    # the points taken every time are the lowest frequencies, and a quarter of the draw
+    assert int(always.sum()) == int(0.25 * idx.numel())
+    assert float(radius[idx[always]].max()) <= float(radius[idx[~always]].min())
+    # each point is drawn as often as its reported probability says
+    assert sorted(torch.nonzero(counts == draws).squeeze(-1).tolist()) == sorted(idx[always].tolist())
+    rest = float(prob[~always][0])
+    assert torch.allclose(prob[~always], torch.tensor(rest))
+    assert float(counts[counts < draws].mean() / draws) == pytest.approx(rest, rel=0.02)
+    idx, prob = sample_fourier_points(32, 1.0)
+    assert torch.equal(idx, torch.arange(m)) and bool((prob == 1).all())
+    with pytest.raises(InputError, match="pixel fraction"):
+        sample_fourier_points(32, 0.0)
 
 
 def test_bad_training_inputs(adk_maps):

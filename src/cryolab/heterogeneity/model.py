@@ -293,6 +293,31 @@ def positional_encoding(coords, omega) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 
 
+#: Rows of a :class:`ResidualMLP` evaluated together. A chunk's ``(rows × width)`` temporaries
+#: then stay in the processor's cache from one product to the next: on the 2-core development
+#: machine (AVX2, 1 MB L2 per core, 32 MB L3 shared with other work), 256 × 3 decoder, one
+#: thread, forward and backward of 26 k rows (16 images at 64², every disc point) took 17–19 µs
+#: of CPU time per row in chunks of 1–4 k rows against 21–22 µs all at once (and 20 against
+#: 33 µs of wall time when the machine was quieter).
+CHUNK_ROWS = 2048
+
+
+def _row_chunks(rows: int, n_images: int, chunk_rows: int):
+    """Pieces ``(lo, hi, first_image, n_images_in_piece)`` of ``rows`` rows that never straddle two images.
+
+    Rows come in ``n_images`` equal groups (one per image; ``n_images`` 0: no grouping). A piece
+    holds whole images when an image has at most ``chunk_rows`` rows, else part of one image.
+    """
+    if n_images == 0:
+        return [(lo, min(lo + chunk_rows, rows), 0, 0) for lo in range(0, rows, chunk_rows)]
+    per = rows // n_images
+    if per > chunk_rows:
+        return [(i * per + lo, i * per + min(lo + chunk_rows, per), i, 1)
+                for i in range(n_images) for lo in range(0, per, chunk_rows)]
+    step = max(1, chunk_rows // max(per, 1))
+    return [(i * per, min(i + step, n_images) * per, i, min(step, n_images - i)) for i in range(0, n_images, step)]
+
+
 class _ResidualMLPFunction(torch.autograd.Function):
     """Forward and backward of :class:`ResidualMLP` written out, for speed on the CPU.
 
@@ -300,24 +325,27 @@ class _ResidualMLPFunction(torch.autograd.Function):
     matrix products and a few passes over ``(points × width)`` arrays. Autograd's generic
     version adds passes (bias broadcast copies, copies of in-place updates of views, a separate
     ReLU mask) that cost as much as a matrix product here; this one does per layer one product
-    forward, two backward, and three elementwise passes each way. It saves only the
-    post-ReLU activations (their sign is the ReLU's derivative).
+    forward, two backward, and three elementwise passes each way, over chunks of
+    :data:`CHUNK_ROWS` rows so that each pass reads what the previous one wrote from the cache.
+    It saves only the post-ReLU activations (their sign is the ReLU's derivative).
     """
 
     @staticmethod
     def forward(ctx, x, offset, w_in, b_in, w_out, b_out, *hidden):
-        rows = x.shape[0]
-        h = torch.addmm(b_in, x, w_in.t())
-        if offset is not None:  # W_z z of each image, added to all its rows
-            h.view(offset.shape[0], rows // offset.shape[0], -1).add_(offset[:, None, :])
-        h.relu_()
-        activations = [h]
-        for i in range(0, len(hidden), 2):
-            a = torch.addmm(h, h, hidden[i].t()).add_(hidden[i + 1])  # h + W h + b
-            h = a.relu_()
-            activations.append(h)
-        out = torch.addmm(b_out, h, w_out.t())
-        ctx.n_images = 0 if offset is None else offset.shape[0]
+        rows, width = x.shape[0], w_in.shape[0]
+        n_images = 0 if offset is None else offset.shape[0]
+        chunks = _row_chunks(rows, n_images, CHUNK_ROWS)
+        activations = [x.new_empty(rows, width) for _ in range(1 + len(hidden) // 2)]
+        out = x.new_empty(rows, w_out.shape[0])
+        for lo, hi, first, count in chunks:
+            h = torch.addmm(b_in, x[lo:hi], w_in.t(), out=activations[0][lo:hi])
+            if offset is not None:  # W_z z of each image, added to all its rows
+                h.view(count, -1, width).add_(offset[first : first + count, None, :])
+            h.relu_()
+            for i in range(0, len(hidden), 2):
+                h = torch.addmm(h, h, hidden[i].t(), out=activations[1 + i // 2][lo:hi]).add_(hidden[i + 1]).relu_()
+            torch.addmm(b_out, h, w_out.t(), out=out[lo:hi])
+        ctx.n_images = n_images
         ctx.save_for_backward(x, w_in, w_out, *hidden[0::2], *activations)
         return out
 
@@ -327,27 +355,37 @@ class _ResidualMLPFunction(torch.autograd.Function):
         n_hidden = (len(rest) - 1) // 2
         weights, activations = rest[:n_hidden], rest[n_hidden:]
         needs = ctx.needs_input_grad
-        g_hidden = [None] * (2 * n_hidden)
         g_out = g_out.contiguous()
         g_w_out = g_out.t() @ activations[-1]
         g_b_out = g_out.sum(0)
-        if w_out.shape[0] <= 4:  # (rows × 2) @ (2 × width) is slow as a matrix product; fused passes instead
-            g = g_out[:, :1] * w_out[0]
-            for j in range(1, w_out.shape[0]):
-                g.addcmul_(g_out[:, j : j + 1], w_out[j])
-        else:
-            g = g_out @ w_out
-        for layer in range(n_hidden - 1, -1, -1):
-            g = torch.ops.aten.threshold_backward(g, activations[layer + 1], 0)  # ReLU'
-            g_hidden[2 * layer] = g.t() @ activations[layer]
-            g_hidden[2 * layer + 1] = g.sum(0)
-            g = torch.addmm(g, g, weights[layer])  # through h + W h
-        g = torch.ops.aten.threshold_backward(g, activations[0], 0)
-        g_x = g @ w_in if needs[0] else None
-        g_offset = g.view(ctx.n_images, -1, g.shape[1]).sum(1) if ctx.n_images and needs[1] else None
-        g_w_in = g.t() @ x if needs[2] else None
-        g_b_in = g.sum(0) if needs[3] else None
-        return (g_x, g_offset, g_w_in, g_b_in, g_w_out, g_b_out, *g_hidden)
+        g_w = [torch.zeros_like(w) for w in weights]
+        g_b = [w.new_zeros(w.shape[0]) for w in weights]
+        g_w_in = torch.zeros_like(w_in)
+        g_b_in = w_in.new_zeros(w_in.shape[0])
+        g_x = torch.empty_like(x) if needs[0] else None
+        g_offset = x.new_zeros(ctx.n_images, w_in.shape[0]) if ctx.n_images and needs[1] else None
+        for lo, hi, first, count in _row_chunks(x.shape[0], ctx.n_images, CHUNK_ROWS):
+            go = g_out[lo:hi]
+            if w_out.shape[0] <= 4:  # (rows × 2) @ (2 × width) is slow as a matrix product; fused passes instead
+                g = go[:, :1] * w_out[0]
+                for j in range(1, w_out.shape[0]):
+                    g.addcmul_(go[:, j : j + 1], w_out[j])
+            else:
+                g = go @ w_out
+            for layer in range(n_hidden - 1, -1, -1):
+                g = torch.ops.aten.threshold_backward(g, activations[layer + 1][lo:hi], 0)  # ReLU'
+                g_w[layer].addmm_(g.t(), activations[layer][lo:hi])
+                g_b[layer] += g.sum(0)
+                g = torch.addmm(g, g, weights[layer])  # through h + W h
+            g = torch.ops.aten.threshold_backward(g, activations[0][lo:hi], 0)
+            if g_x is not None:
+                torch.mm(g, w_in, out=g_x[lo:hi])
+            if g_offset is not None:
+                g_offset[first : first + count] += g.view(count, -1, g.shape[1]).sum(1)
+            g_w_in.addmm_(g.t(), x[lo:hi])
+            g_b_in += g.sum(0)
+        g_hidden = [t for pair in zip(g_w, g_b) for t in pair]
+        return (g_x, g_offset, g_w_in if needs[2] else None, g_b_in if needs[3] else None, g_w_out, g_b_out, *g_hidden)
 
 
 class ResidualMLP(nn.Module):
