@@ -45,7 +45,7 @@ def test_class2d_writes_relion_files_gallery_and_convergence(tiny_star, tmp_path
     out = tmp_path / "c2d"
     rc = main(["class2d", str(tiny_star), "--classes", "2", "--iterations", "2", "--psi-step", "30",
                "--offset-range-A", "2.5", "--offset-step-A", "2.5", "--particle-diameter-A", "75",
-               "--batch-size", "16", "--seed", "1", "--project-dir", str(tiny_star.parent), "-o", str(out)])
+               "--batch-size", "16", "--threads", "1", "--seed", "1", "--project-dir", str(tiny_star.parent), "-o", str(out)])
     assert rc == 0
     for it in (1, 2):
         with mrcfile.open(out / f"it{it:03d}_classes.mrcs") as mrc:
@@ -95,3 +95,8 @@ def test_class2d_bad_inputs_exit_2_with_one_line(tiny_star, tmp_path, capsys):
 
     assert main(["class2d", str(stack), "--classes", "2", "-o", str(tmp_path / "d")]) == 2  # no CTF in a bare stack
     assert "CTF" in capsys.readouterr().err
+
+    assert main(["class2d", str(tiny_star), "--classes", "2", "--threads", "0", "-o", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--threads" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "e").exists()

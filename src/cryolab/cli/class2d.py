@@ -65,6 +65,8 @@ def add_args(parser) -> None:
     parser.add_argument("--project-dir", metavar="DIR",
                         help="folder that relative image paths in the particle file are resolved against first")
     parser.add_argument("--device", default="cpu", help="torch device to compute on, e.g. cuda (default cpu)")
+    parser.add_argument("--threads", type=int, metavar="T",
+                        help="CPU threads (default: the cores not busy with other work, from the load average, at least 1)")
 
 
 def main(args, out) -> None:
@@ -77,6 +79,7 @@ def main(args, out) -> None:
     from cryolab.errors import InputError
     from cryolab.io import read_particles, write_mrc, write_star
     from cryolab.report import write_index
+    from cryolab.threads import choose_num_threads
 
     if args.classes < 1:
         raise InputError(f"--classes must be at least 1, got {args.classes}")
@@ -86,11 +89,14 @@ def main(args, out) -> None:
         raise InputError(f"--reseed-until must be >= 0, got {args.reseed_until}")
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.threads is not None and args.threads < 1:
+        raise InputError(f"--threads must be at least 1, got {args.threads}")
     if args.device != "cpu" and not args.device.startswith("cuda"):
         raise InputError(f"--device must be cpu or cuda[:n], got {args.device!r}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError("--device cuda asked for, but no CUDA device is available")
 
+    torch.set_num_threads(args.threads or choose_num_threads())
     particles = read_particles(args.particles, project_dir=args.project_dir, pixel_size_A=args.pixel_size, ctf=args.ctf_pkl)
     n, ny, nx = particles.images.shape
     if ny != nx:

@@ -76,11 +76,11 @@ def limited_threads():
     On a machine whose cores are taken, OpenMP threads that wait for each other at every
     iteration make k-means on a few hundred points take seconds instead of milliseconds
     (measured here: 7 s with 2 threads on 2 busy cores, 0.04 s with 1). The count is
-    :func:`cryolab.heterogeneity.training.choose_num_threads` (from the load average).
+    :func:`cryolab.threads.choose_num_threads` (from the load average).
     """
     from threadpoolctl import threadpool_limits
 
-    from cryolab.heterogeneity.training import choose_num_threads
+    from cryolab.threads import choose_num_threads
 
     return threadpool_limits(limits=choose_num_threads())
 

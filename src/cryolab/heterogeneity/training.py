@@ -74,6 +74,7 @@ from cryolab._progress import progress
 from cryolab._tensor import as_tensor
 from cryolab.ctf import CTFParams, ctf_2d
 from cryolab.errors import InputError
+from cryolab.threads import choose_num_threads  # noqa: F401 (re-exported by cryolab.heterogeneity)
 from cryolab.fourier import fourier_crop_rfft, irfft_centered, rfft_centered
 from cryolab.heterogeneity.model import HetModelConfig, HetVAE, disc_half_plane, slice_coordinates
 from cryolab.projection import apply_shifts_rfft
@@ -635,26 +636,6 @@ def _check_same_architecture(state: dict, config: HetModelConfig | None, path) -
 # --------------------------------------------------------------------------------------------
 # Driver
 # --------------------------------------------------------------------------------------------
-
-
-def choose_num_threads() -> int:
-    """CPU threads for training: the cores not already busy (1-minute load average), at least 1.
-
-    Training is a chain of large matrix products whose threads synchronise at every product; on
-    a machine whose cores are taken by other work, a thread that is descheduled stalls the
-    others (measured here: two threads on two busy cores ran a 3600 × 128 × 128 product 9×
-    slower than one thread). So the default leaves busy cores alone.
-    """
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    try:
-        busy = os.getloadavg()[0]
-    except OSError:
-        busy = 0.0
-    return max(1, min(cores, int(cores - busy + 0.5)))
-
 
 
 @dataclass
