@@ -10,10 +10,11 @@ import torch
 
 import cryolab.cli as cli
 from cryolab.atoms import atoms_to_potential, builtin_model
-from cryolab.io import (read_star, table_to_cryodrgn_ctf, table_to_cryodrgn_poses, write_cryodrgn_ctf,
+from cryolab.io import (matrix_to_cryosparc_rotvec, read_star, table_to_cryodrgn_ctf, table_to_cryodrgn_poses, write_cryodrgn_ctf,
                         write_cryodrgn_poses, write_mrc, write_star)
 from cryolab.simulate import (GaussianNoise, ParticleParameters, sample_ctf_params, sample_shifts, uniform_poses,
                               write_dataset)
+from cryolab.rotations import relion_euler_to_matrix
 from cryolab.validate import fsc
 
 BOX, PIXEL_A, N = 24, 4.0, 400
@@ -110,6 +111,45 @@ def test_mask_and_cryodrgn_pickles(dataset, tmp_path):
     table = pd.read_csv(tmp_path / "pkl" / "fsc.csv")
     assert {"fsc_masked", "fsc_corrected"} <= set(table.columns)
     assert json.loads((tmp_path / "pkl" / "reconstruction.json").read_text())["fsc_curve"] == "corrected masked FSC"
+
+
+def _write_cryosparc(table, path, image_path):
+    """The particles of a RELION table as a cryoSPARC .cs file (the fields read_cryosparc maps)."""
+    n = len(table)
+    A = relion_euler_to_matrix(torch.tensor(table[["rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi"]].to_numpy()))
+    fields = [("blob/path", "S200"), ("blob/idx", "<u4"), ("blob/shape", "<u4", (2,)), ("blob/psize_A", "<f4"),
+              ("alignments3D/pose", "<f4", (3,)), ("alignments3D/shift", "<f4", (2,)), ("alignments3D/split", "<u4"),
+              ("ctf/df1_A", "<f4"), ("ctf/df2_A", "<f4"), ("ctf/df_angle_rad", "<f4"), ("ctf/accel_kv", "<f4"),
+              ("ctf/cs_mm", "<f4"), ("ctf/amp_contrast", "<f4"), ("ctf/phase_shift_rad", "<f4")]
+    data = np.zeros(n, dtype=fields)
+    data["blob/path"] = f">{image_path}".encode()  # ">" marks an imported file in cryoSPARC
+    data["blob/idx"] = [int(name.split("@")[0]) - 1 for name in table["rlnImageName"]]
+    data["blob/shape"] = BOX
+    data["blob/psize_A"] = PIXEL_A
+    data["alignments3D/pose"] = matrix_to_cryosparc_rotvec(A).numpy()
+    data["alignments3D/shift"] = table[["rlnOriginXAngst", "rlnOriginYAngst"]].to_numpy() / PIXEL_A
+    data["alignments3D/split"] = table["rlnRandomSubset"].to_numpy() - 1
+    data["ctf/df1_A"], data["ctf/df2_A"] = table["rlnDefocusU"], table["rlnDefocusV"]
+    data["ctf/df_angle_rad"] = np.radians(table["rlnDefocusAngle"])
+    data["ctf/accel_kv"], data["ctf/cs_mm"] = table["rlnVoltage"], table["rlnSphericalAberration"]
+    data["ctf/amp_contrast"] = table["rlnAmplitudeContrast"]
+    data["ctf/phase_shift_rad"] = np.radians(table["rlnPhaseShift"])
+    with open(path, "wb") as f:  # cryoSPARC writes .cs with np.save
+        np.save(f, data)
+    return path
+
+
+def test_cryosparc_cs_input_gives_the_star_files_map(dataset, tmp_path):
+    star, _ = dataset
+    cs = _write_cryosparc(read_star(star), tmp_path / "particles.cs", star.parent / "particles_00001.mrcs")
+    for name, source in {"star": star, "cs": cs}.items():
+        assert run(source, "-o", tmp_path / name) == 0
+    maps = [mrcfile.read(tmp_path / name / "reconstruction.mrc") for name in ("star", "cs")]
+    assert np.allclose(maps[0], maps[1], atol=1e-4 * np.abs(maps[0]).max())
+    summaries = [json.loads((tmp_path / name / "reconstruction.json").read_text()) for name in ("star", "cs")]
+    for half in ("half1", "half2"):
+        assert summaries[0]["particles"][half] == summaries[1]["particles"][half] == N // 2
+    assert summaries[1]["particles"]["source"].endswith("particles.cs")
 
 
 def _edit_star(dataset, tmp_path, edit):
