@@ -644,7 +644,7 @@ def band_limited_frequencies(image_shape: Sequence[int], device=None) -> tuple[t
 
 
 @functools.lru_cache(maxsize=16)
-def _slice_segments(image_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def slice_segments(image_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Runs of at most ``_SEGMENT_LENGTH`` consecutive band-limited pixels of one image row:
     ``(first, count)``, indices into the ``(M, 2)`` list of :func:`band_limited_frequencies`."""
     k2d, _ = band_limited_frequencies(image_shape, "cpu")
@@ -1011,7 +1011,7 @@ def _extract_compiled(table: torch.Tensor, rotations: torch.Tensor, image_shape:
     table_ids = torch.arange(n_tables).reshape(table.shape[:-3]).expand(batch).reshape(-1).contiguous()
     rots = rotations.to(real_dtype).expand(*batch, 3, 3).reshape(-1, 3, 3).contiguous()
     k2d, index = band_limited_frequencies(image_shape, "cpu")
-    first, count = _slice_segments(image_shape)
+    first, count = slice_segments(image_shape)
     out_len = image_shape[0] * (image_shape[1] // 2 + 1)
     if out is None:
         out = torch.zeros(*batch, image_shape[0], image_shape[1] // 2 + 1, dtype=table.dtype)
@@ -1039,7 +1039,7 @@ def _insert_compiled(slices_ft: torch.Tensor, rotations: torch.Tensor, pad: int,
     else:
         pixel_weights = torch.zeros(1, dtype=real_dtype)
     k2d, index = band_limited_frequencies(image_shape, "cpu")
-    first, count = _slice_segments(image_shape)
+    first, count = slice_segments(image_shape)
     data = torch.zeros(pad, pad, pad // 2 + 1, dtype=slices_ft.dtype)
     weight = torch.zeros(pad, pad, pad // 2 + 1, dtype=real_dtype)
     scalar = np.float64 if real_dtype == torch.float64 else np.float32

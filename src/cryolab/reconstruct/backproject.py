@@ -56,7 +56,7 @@ import torch
 from cryolab._tensor import as_tensor
 from cryolab.errors import InputError
 from cryolab.fourier import phase_ramp_rfft, rfft_centered
-from cryolab.projection import apply_shifts_rfft, band_limited_frequencies, padded_size
+from cryolab.projection import apply_shifts_rfft, band_limited_frequencies, padded_size, slice_segments
 from cryolab.reconstruct.symmetry import as_symmetry_operators
 
 __all__ = ["PartialReconstruction", "backproject_chunk", "INSERT_METHODS"]
@@ -272,10 +272,11 @@ def _scatter(data: torch.Tensor, weight: torch.Tensor, values: torch.Tensor, ctf
 # into separate partials run in parallel (``reconstruct_from_particles(workers=...)``). The
 # kernel is self-contained (its geometry is that of ``_slice_points``; tests check both paths
 # and ``insert_central_slices_rfft`` agree), so numba's on-disk cache of it, keyed on this file,
-# never goes stale. ``CRYOLAB_NUMBA=0``, other devices, autograd and nearest-neighbour insertion
+# never goes stale: that is why its sort (``_nb_sweep_order``) repeats the projector's instead
+# of calling it, since a compiled caller holds a copy of its callee that a change in another
+# file would not invalidate. ``CRYOLAB_NUMBA=0``, other devices, autograd and nearest-neighbour insertion
 # take the torch path.
 
-_SEGMENT_LENGTH = 8  # pixels per segment: spans ~16 grid samples, so a segment stays local
 _CELL_BITS = 3  # grid cells of 8 × 8 (kz, ky) samples are the sort buckets
 #: Images per kernel call: the sort sweeps the grids once per call, so more is better, up to
 #: the memory of the prepared spectra (~100 bytes per pixel and image with the CTF).
@@ -359,16 +360,13 @@ def _image_geometry(n: int):
     """Band-limited pixels of an ``n × n`` rfft image and their segments (numpy, read-only).
 
     Returns ``kxy`` (float32 ``(M, 2)``, cycles/pixel), ``pixel`` (flat rfft index), ``row`` and
-    ``col`` of each pixel, and the segments ``first``, ``count``: runs of at most
-    ``_SEGMENT_LENGTH`` consecutive pixels of one row.
+    ``col`` of each pixel, and the segments ``first``, ``count``: runs of a few consecutive pixels
+    of one row (:func:`cryolab.projection.slice_segments`).
     """
     k2d, pixel = band_limited_frequencies((n, n), "cpu")
     pixel = pixel.numpy().astype(np.int64)
     row, col = np.divmod(pixel, n // 2 + 1)
-    starts = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
-    ends = np.r_[starts[1:], row.size]
-    segments = [(f, min(_SEGMENT_LENGTH, b - f)) for a, b in zip(starts, ends) for f in range(a, b, _SEGMENT_LENGTH)]
-    first, count = np.ascontiguousarray(np.array(segments, dtype=np.int64).T)
+    first, count = slice_segments((n, n))  # the projector's segments
     return k2d.to(torch.float32).numpy(), pixel, row, col, first, count
 
 
