@@ -24,6 +24,7 @@ COMMANDS = {
     "fsc": "cryolab.cli.fsc",
     "mask": "cryolab.cli.mask",
     "postprocess": "cryolab.cli.postprocess",
+    "local-res": "cryolab.cli.local_res",
     "reconstruct": "cryolab.cli.reconstruct",
     "train-vae": "cryolab.cli.train_vae",
     "eval-vol": "cryolab.cli.eval_vol",

@@ -27,8 +27,7 @@ from __future__ import annotations
 
 
 def add_args(parser) -> None:
-    parser.add_argument("half1", metavar="HALF1", help="first half map (MRC, cubic)")
-    parser.add_argument("half2", metavar="HALF2", help="second half map (MRC, same box and pixel size)")
+    add_half_map_args(parser)
     parser.add_argument("--mask", metavar="MASK", help="soft mask (MRC, values in [0, 1], same box and pixel size): "
                         "masked FSC, corrected by phase randomisation")
     parser.add_argument("--pixel-size", type=float, metavar="Å", help="pixel size in Å; overrides the map headers")
@@ -41,6 +40,13 @@ def add_args(parser) -> None:
                         help="also compute the FSC in cones around N directions spread over the sphere (default 0: off)")
     parser.add_argument("--cone-angle-deg", type=float, default=20.0, metavar="°",
                         help="half-angle of each cone in degrees (default 20)")
+
+
+def add_half_map_args(parser, *, unfiltered: bool = False) -> None:
+    """The two positional half-map arguments, as every command on half maps names them."""
+    kind = "unfiltered half map" if unfiltered else "half map"
+    parser.add_argument("half1", metavar="HALF1", help=f"first {kind} (MRC, cubic)")
+    parser.add_argument("half2", metavar="HALF2", help=f"second {kind} (MRC, same box and pixel size)")
 
 
 def read_half_maps(half1, half2, mask_path, pixel_size):

@@ -23,19 +23,21 @@ Examples:
 
 from __future__ import annotations
 
+from cryolab.cli.fsc import add_half_map_args
 
-def _bfactor(text: str):
+
+def parse_bfactor(text: str):
+    """``--bfactor``: the word ``auto`` or a number of Å²."""
     if text == "auto":
         return "auto"
     return float(text)
 
 
 def add_args(parser) -> None:
-    parser.add_argument("half1", metavar="HALF1", help="first unfiltered half map (MRC, cubic)")
-    parser.add_argument("half2", metavar="HALF2", help="second unfiltered half map (MRC, same box and pixel size)")
+    add_half_map_args(parser, unfiltered=True)
     parser.add_argument("--mask", metavar="MASK", help="soft mask (MRC, values in [0, 1], same box and pixel size)")
     parser.add_argument("--pixel-size", type=float, metavar="Å", help="pixel size in Å; overrides the map headers")
-    parser.add_argument("--bfactor", type=_bfactor, default="auto", metavar="auto|Å²",
+    parser.add_argument("--bfactor", type=parse_bfactor, default="auto", metavar="auto|Å²",
                         help="'auto' (default): fit the B-factor on the Guinier plot; or a B-factor in Å² to apply "
                              "as exp(-B k²/4) (negative sharpens, 0 for none)")
     parser.add_argument("--autob-lowres-A", type=float, default=10.0, metavar="Å",

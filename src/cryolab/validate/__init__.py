@@ -1,4 +1,4 @@
-"""Validation of reconstructions: FSC, resolution, masking correction, directional FSC.
+"""Validation of reconstructions: FSC, resolution, masking correction, directional FSC, local resolution.
 
 See :mod:`cryolab.validate.fsc` for the FSC convention (RELION's half-grid sums on integer
 shells ``round(|k| N)``, docs/conventions.md).
@@ -16,6 +16,7 @@ from cryolab.validate.fsc import (
     shell_sample_counts,
 )
 from cryolab.validate.directional import DirectionalFSC, directional_fsc, fibonacci_directions, sphericity
+from cryolab.validate.local import LocalResolution, local_resolution
 from cryolab.validate.masked import MaskedFSC, masked_fsc_corrected, phase_randomization_correction, randomization_shell
 
 __all__ = [
@@ -38,4 +39,7 @@ __all__ = [
     "DirectionalFSC",
     "directional_fsc",
     "sphericity",
+    # local resolution
+    "LocalResolution",
+    "local_resolution",
 ]
