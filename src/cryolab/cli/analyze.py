@@ -1,7 +1,7 @@
 """Look at the latent space of a trained heterogeneity model: PCA, UMAP, k-means maps, PC trajectories.
 
 Reads a cryolab train-vae output folder (z.npy: the latent mean of every particle, in input
-order; checkpoints/epoch_XXX.pt for maps) and writes, like cryoDRGN's analyze:
+order; checkpoints/epoch_NNN.pt for maps) and writes, like cryoDRGN's analyze:
 
   pca.npy                (N, zdim) principal coordinates of every particle
   pca.png, pca_hexbin.png, pca_marginals.png, explained_variance.png

@@ -23,7 +23,7 @@ def add_args(parser) -> None:
     import argparse
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoints/epoch_XXX.pt written by cryolab train-vae")
+    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoints/epoch_NNN.pt written by cryolab train-vae")
     parser.add_argument("--z", action="append", metavar="Z1,Z2,...",
                         help="one latent coordinate: zdim numbers separated by commas (repeat for several maps); "
                              "write --z=-1,0.5 when the first number is negative")

@@ -162,7 +162,7 @@ def _training_settings(train_dir: Path) -> dict:
 def read_training_latents(train_dir, *, epoch: int | None = None) -> np.ndarray:
     """Latent means of all particles from a ``cryolab train-vae`` output folder, checked.
 
-    Reads ``z.npy`` (the last epoch) or, with ``epoch``, ``z.epoch_XXX.npy`` (1-based). The
+    Reads ``z.npy`` (the last epoch) or, with ``epoch``, ``z.epoch_NNN.npy`` (1-based). The
     number of rows must equal ``config.json``'s ``training.n_particles`` where recorded, and
     ``z_logvar.npy`` (if present, last epoch only) must have the same shape.
 
@@ -197,7 +197,7 @@ def training_volume_generator(train_dir, *, epoch: int | None = None, box_size: 
                               device="cpu"):
     """A ``volume_fn(z (M, zdim)) -> (M, n, n, n)`` from a training folder's checkpoint.
 
-    Loads ``checkpoints/epoch_XXX.pt`` (``epoch``, default the last) with
+    Loads ``checkpoints/epoch_NNN.pt`` (``epoch``, default the last) with
     :func:`cryolab.heterogeneity.training.load_checkpoint` and wraps
     :func:`cryolab.heterogeneity.volumes.generate_volumes`.
 

@@ -539,7 +539,7 @@ def find_checkpoint(folder, epoch: int | None = None) -> Path:
         return path
     found = sorted((int(m.group(1)), p) for p in folder.glob("epoch_*.pt") if (m := re.fullmatch(r"epoch_(\d+)\.pt", p.name)))
     if not found:
-        raise InputError("no checkpoints (epoch_XXX.pt) to resume from", folder)
+        raise InputError("no checkpoints (epoch_NNN.pt) to resume from", folder)
     return found[-1][1]
 
 
@@ -602,7 +602,7 @@ def load_checkpoint(path, *, config: HetModelConfig | None = None, device="cpu")
     Parameters
     ----------
     path
-        ``checkpoints/epoch_XXX.pt``.
+        ``checkpoints/epoch_NNN.pt``.
     config
         If given, the architecture the caller expects: a checkpoint of another architecture is
         refused with an InputError naming the differences.
@@ -689,7 +689,7 @@ def train_vae(
     device
         ``"cpu"``, ``"cuda"`` or a torch device.
     checkpoint_dir
-        Folder for ``epoch_XXX.pt`` after every epoch (None: none written).
+        Folder for ``epoch_NNN.pt`` after every epoch (None: none written).
     resume_from
         A checkpoint to continue from; its architecture must equal ``config`` (InputError).
     pixel_fraction
