@@ -7,15 +7,19 @@ Then times
 
   relion_postprocess --locres --i half1.mrc --i2 half2.mrc --angpix P --mask mask.mrc
                      --locres_sampling S --locres_randomize_at R --o relion/relion
-  cryolab.validate.local_resolution(half1, half2, P, mask=mask, window_A=3 S)   (library)
+  cryolab.validate.local_resolution(half1, half2, P, mask=mask, window_A=3 S)   (library), in four
+      variants: the default (interpolated crossing, no correction); with randomize_at_A=R; with
+      crossing="last_above"; and both (the RELION-matching settings)
   cryolab local-res half1.mrc half2.mrc --mask mask.mrc --window-A 3S           (command)
 
 RELION's local mask is a sphere of radius S/2 with a raised-cosine edge S wide, i.e. it reaches
 zero at 1.5 S from its centre; cryolab's window of 3 S reaches zero at the same radius (flat to
 0.75 S). RELION samples every S Å and corrects each local FSC by phase randomisation beyond R;
-cryolab samples every --step-voxels voxels and does not randomise. Prints the wall times, the
-min / median / max local resolution inside the mask (>= 0.5) from each, and the voxelwise
-Pearson correlation of the two local-resolution maps there.
+cryolab samples every --step-voxels voxels and randomises only when asked (randomize_at_A, the
+same R as RELION in the variants that do). Prints for RELION and each cryolab variant the wall
+time, the min / median / max local resolution inside the mask (>= 0.5) and the medians of each
+half of the box, and for each cryolab variant the voxelwise Pearson correlation with RELION's
+map there and the median of the voxelwise difference cryolab - RELION (Å).
 
     .venv/bin/python benchmarks/local_resolution.py [--box 64] [--pixel-size 1.5] [--sampling-A 10]
 
@@ -81,7 +85,16 @@ def main() -> None:
         for name, data in (("half1.mrc", half1), ("half2.mrc", half2), ("mask.mrc", mask)):
             write_mrc(tmp / name, data, pixel)
 
-        t_lib, ours = timed(lambda: local_resolution(half1, half2, pixel, mask=mask, window_A=window_A, step_voxels=args.step_voxels))
+        variants = {
+            "cryolab default": {},
+            f"cryolab randomise at {args.randomize_at_A:g} Å": {"randomize_at_A": args.randomize_at_A},
+            "cryolab last-shell crossing": {"crossing": "last_above"},
+            "cryolab RELION-matching": {"randomize_at_A": args.randomize_at_A, "crossing": "last_above"},
+        }
+        ours = {}
+        for name, options in variants.items():
+            ours[name] = timed(lambda: local_resolution(half1, half2, pixel, mask=mask, window_A=window_A,
+                                                        step_voxels=args.step_voxels, **options))
 
         (tmp / "relion").mkdir()
         cmd = ["relion_postprocess", "--locres", "--i", "half1.mrc", "--i2", "half2.mrc", "--angpix", str(pixel),
@@ -98,27 +111,33 @@ def main() -> None:
         t_cli, _ = timed(lambda: subprocess.run(cli, cwd=tmp, check=True, capture_output=True))
 
     inside = (mask >= 0.5).numpy()
-    mine = ours.resolution_A.numpy()[inside]
     relion = theirs[inside]
     usable = np.isfinite(relion) & (relion > 0)
-    correlation = np.corrcoef(mine[usable], relion[usable])[0, 1]
     left, right = inside.copy(), inside.copy()
     left[..., n // 2:] = False
     right[..., : n // 2] = False
 
     print(f"half maps {n}³ at {pixel:g} Å/px (adk, B 50 Å² for x < 0, 300 Å² for x > 0), mask r 30 Å + 6 Å edge; "
           f"torch threads {torch.get_num_threads()}")
+    any_result = next(iter(ours.values()))[1]
     print(f"RELION --locres_sampling {args.sampling_A:g} Å (local mask to {1.5 * args.sampling_A:g} Å), randomise at "
-          f"{args.randomize_at_A:g} Å; cryolab window {window_A:g} Å ({ours.window_voxels} voxels), step {args.step_voxels} voxels")
-    print(f"{'':32s}{'wall s':>9s}{'min Å':>9s}{'median Å':>10s}{'max Å':>9s}{'median x<0':>12s}{'median x>0':>12s}")
-    for name, t, values, full in (("relion_postprocess --locres", t_relion, relion, theirs),
-                                  ("cryolab local_resolution()", t_lib, mine, ours.resolution_A.numpy())):
-        print(f"{name:32s}{t:9.2f}{values.min():9.2f}{np.median(values):10.2f}{values.max():9.2f}"
-              f"{np.median(full[left]):12.2f}{np.median(full[right]):12.2f}")
-    print(f"{'cryolab local-res (command)':32s}{t_cli:9.2f}   (reads MRCs, global FSC, B-factor, local filter, plots; start-up)")
-    print(f"time ratio relion / cryolab: library {t_relion / t_lib:.1f}x, command {t_relion / t_cli:.1f}x")
-    print(f"voxelwise Pearson correlation of the two local-resolution maps inside the mask: {correlation:.3f} "
-          f"({usable.sum()} of {inside.sum()} voxels with a RELION value)")
+          f"{args.randomize_at_A:g} Å; cryolab window {window_A:g} Å ({any_result.window_voxels} voxels), step {args.step_voxels} voxels")
+    print(f"{'':34s}{'wall s':>8s}{'min Å':>8s}{'median Å':>10s}{'max Å':>8s}{'med x<0':>9s}{'med x>0':>9s}"
+          f"{'r RELION':>10s}{'med diff Å':>12s}")
+    print(f"{'relion_postprocess --locres':34s}{t_relion:8.2f}{relion.min():8.2f}{np.median(relion):10.2f}{relion.max():8.2f}"
+          f"{np.median(theirs[left]):9.2f}{np.median(theirs[right]):9.2f}")
+    for name, (t, result) in ours.items():
+        full = result.resolution_A.numpy()
+        mine = full[inside]
+        correlation = np.corrcoef(mine[usable], relion[usable])[0, 1]
+        difference = np.median(mine[usable] - relion[usable])
+        print(f"{name:34s}{t:8.2f}{mine.min():8.2f}{np.median(mine):10.2f}{mine.max():8.2f}"
+              f"{np.median(full[left]):9.2f}{np.median(full[right]):9.2f}{correlation:10.3f}{difference:12.2f}")
+    t_lib = ours["cryolab default"][0]
+    print(f"{'cryolab local-res (command)':34s}{t_cli:8.2f}   (reads MRCs, global FSC, B-factor, local filter, plots; start-up)")
+    print(f"time ratio relion / cryolab default: library {t_relion / t_lib:.1f}x, command {t_relion / t_cli:.1f}x")
+    print(f"r RELION: voxelwise Pearson correlation with RELION's map inside the mask; med diff: median of cryolab - RELION "
+          f"there ({usable.sum()} of {inside.sum()} voxels with a RELION value)")
 
 
 if __name__ == "__main__":

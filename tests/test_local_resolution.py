@@ -15,11 +15,11 @@ import pytest
 import torch
 
 from cryolab.errors import InputError
-from cryolab.fourier import apply_filter, bfactor_filter
+from cryolab.fourier import apply_filter, bfactor_filter, randomize_phases_beyond, shell_index
 from cryolab.masks import spherical_mask
 from cryolab.postprocess import lowpass_at_resolution, postprocess
 from cryolab.postprocess_local import local_lowpass, local_lowpass_levels_A
-from cryolab.validate import fsc, fsc_resolution, fsc_resolution_A, local_resolution
+from cryolab.validate import fsc, fsc_resolution, fsc_resolution_A, local_resolution, phase_randomization_correction
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -144,6 +144,109 @@ def test_bad_windows_and_masks_are_input_errors(regions):
         local_resolution(a, b, PIXEL, mask=torch.zeros(N, N, N))
     with pytest.raises(InputError, match="different boxes"):
         local_resolution(a, b[:-2, :-2, :-2], PIXEL)
+    with pytest.raises(InputError, match="crossing must be"):
+        local_resolution(a, b, PIXEL, crossing="last_shell")
+    for outside in (1.0, 100.0, 0.0, -5.0, math.nan):  # 16-voxel window of 1 Å: 2 .. 16 Å
+        with pytest.raises(InputError, match="randomize_at_A must be"):
+            local_resolution(a, b, PIXEL, window_A=WINDOW * PIXEL, randomize_at_A=outside)
+
+
+# --- crossing rule and phase-randomisation correction ------------------------------------------
+
+
+def test_last_above_crossing_is_a_whole_window_shell_and_never_finer(regions):
+    (a, b), _, _ = regions
+    interpolated = local_resolution(a, b, PIXEL, window_A=WINDOW * PIXEL, step_voxels=4)
+    last = local_resolution(a, b, PIXEL, window_A=WINDOW * PIXEL, step_voxels=4, crossing="last_above")
+    assert last.crossing == "last_above" and interpolated.crossing == "interpolated"
+    shells = _shell_of(last.grid_resolution_A)
+    assert torch.allclose(shells, shells.round(), atol=1e-4)  # W p / s for a whole shell s
+    assert bool((last.grid_resolution_A >= interpolated.grid_resolution_A - 1e-4).all())
+    lag = float((_shell_of(interpolated.grid_resolution_A) - shells).mean())
+    assert 0.2 < lag < 0.8  # half a shell on average
+
+
+def test_phase_randomization_correction_works_on_batches_of_curves():
+    g = torch.Generator().manual_seed(2)
+    t, n = torch.rand(5, 3, 9, generator=g), torch.rand(3, 9, generator=g) * 0.5
+    t[0, 0, 0], n[1, 0] = -1.0, -0.5  # shell 0 not positive: set to 1, row by row
+    batched = phase_randomization_correction(t, n, 2)
+    assert batched.shape == (5, 3, 9)
+    for i in range(5):
+        for j in range(3):
+            assert torch.allclose(batched[i, j], phase_randomization_correction(t[i, j], n[j], 2)), (i, j)
+
+
+def _window_correlated_halves(n=N, amplitude=30.0, below_shell=5, seed=3):
+    """Half maps that share only content below box shell ``below_shell`` (about 10 Å here), strong
+    against independent unit noise: all their correlation beyond it is the window's doing."""
+    g = torch.Generator().manual_seed(seed)
+    spectrum = torch.fft.rfftn(amplitude * torch.randn(n, n, n, generator=g))
+    common = torch.fft.irfftn(torch.where(shell_index((n, n, n), rfft=True) < below_shell, spectrum, 0), s=(n, n, n))
+    return common + torch.randn(n, n, n, generator=g), common + torch.randn(n, n, n, generator=g)
+
+
+def test_correction_removes_the_correlation_the_window_creates():
+    a, b = _window_correlated_halves()
+    plain = local_resolution(a, b, PIXEL, window_A=WINDOW * PIXEL, step_voxels=4)
+    corrected = local_resolution(a, b, PIXEL, window_A=WINDOW * PIXEL, step_voxels=4, randomize_at_A=8.0)
+    s = corrected.randomize_from_window_shell
+    assert s == 2 and corrected.randomize_at_A == 8.0 and plain.randomize_at_A is None
+    before, after = _shell_of(plain.grid_resolution_A), _shell_of(corrected.grid_resolution_A)
+    # no shared content beyond ~10 Å (window shell 1.6), yet the window makes it look like 3.2 Å
+    assert float(before.median()) > 4.5
+    # corrected from shell s + 2 = 4: the crossing comes back to the first corrected shells
+    assert float(after.median()) < s + 2.2 and float((before - after).median()) > 1.0
+    assert bool((after <= before + 1e-4).all())  # coarser or equal, never finer
+
+
+def test_correction_leaves_unmasked_like_maps_within_a_fraction_of_a_shell(regions):
+    """Dense random fields with signal at every resolution: the window adds little to their correlation."""
+    (a, b), _, _ = regions
+    plain = local_resolution(a, b, PIXEL, window_A=WINDOW * PIXEL, step_voxels=4)
+    corrected = local_resolution(a, b, PIXEL, window_A=WINDOW * PIXEL, step_voxels=4, randomize_at_A=8.0)
+    change = _shell_of(plain.grid_resolution_A) - _shell_of(corrected.grid_resolution_A)
+    assert bool((change >= -1e-4).all())  # never finer
+    assert float(change.median()) < 0.3 and float(change.mean()) < 0.4
+    left = _shell_of(plain.resolution_A[..., : N // 2].median()) - _shell_of(corrected.resolution_A[..., : N // 2].median())
+    right = _shell_of(plain.resolution_A[..., N // 2:].median()) - _shell_of(corrected.resolution_A[..., N // 2:].median())
+    assert 0 <= float(left) < 0.3 and 0 <= float(right) < 0.3
+
+
+def test_corrected_grid_values_are_corrected_windowed_fscs(regions):
+    """Each value: the FSC of the window, corrected with the FSC of the same window of the whole
+    maps phase-randomised from box shell floor(N p / R) with the seed's phases, from window shell
+    round(W p / R) + 2, a negative randomised FSC taken as 0."""
+    (a, b), _, _ = regions
+    step, randomize_at_A, seed = 5, 7.0, 11
+    result = local_resolution(a, b, PIXEL, window_A=WINDOW * PIXEL, step_voxels=step, randomize_at_A=randomize_at_A, seed=seed)
+    s = round(WINDOW * PIXEL / randomize_at_A)
+    assert result.randomize_from_window_shell == s == 2
+    randomized = randomize_phases_beyond(torch.stack([a, b]), int(N * PIXEL / randomize_at_A) - 1, ndim=3,
+                                         generator=torch.Generator().manual_seed(seed))
+    weights = spherical_mask(WINDOW, PIXEL, WINDOW / 4, soft_edge_A=WINDOW / 4)
+    padded = torch.nn.functional.pad(torch.stack([a, b, *randomized]), (WINDOW, WINDOW) * 3)
+    for index in [(0, 0, 0), (4, 4, 4), (1, 6, 8), (8, 2, 5)]:
+        z, y, x = (result.grid_start_voxel + i * step for i in index)
+        lo = [c + WINDOW - WINDOW // 2 for c in (z, y, x)]
+        window = padded[:, lo[0]:lo[0] + WINDOW, lo[1]:lo[1] + WINDOW, lo[2]:lo[2] + WINDOW]
+        window = (window - (window * weights).sum(dim=(-3, -2, -1), keepdim=True) / weights.sum()) * weights
+        curve = phase_randomization_correction(fsc(window[0], window[1]), fsc(window[2], window[3]).clamp(min=0), s)
+        expected = min(fsc_resolution(curve, WINDOW, PIXEL).interpolated_resolution_A, WINDOW * PIXEL)
+        assert float(result.grid_resolution_A[index]) == pytest.approx(expected, rel=1e-4), index
+
+
+def test_correction_is_deterministic_for_a_seed(regions):
+    (a, b), _, _ = regions
+    options = dict(window_A=WINDOW * PIXEL, step_voxels=4, randomize_at_A=8.0)
+    first = local_resolution(a, b, PIXEL, seed=3, **options).grid_resolution_A
+    assert torch.equal(first, local_resolution(a, b, PIXEL, seed=3, **options).grid_resolution_A)
+    assert torch.equal(first, local_resolution(a, b, PIXEL, seed=torch.Generator().manual_seed(3), **options).grid_resolution_A)
+    assert not torch.equal(first, local_resolution(a, b, PIXEL, seed=4, **options).grid_resolution_A)
+    # the default seed is fixed too, and chunking does not change the phases
+    default = local_resolution(a, b, PIXEL, **options).grid_resolution_A
+    chunked = local_resolution(a, b, PIXEL, max_voxels_per_chunk=WINDOW**3 * 7, **options).grid_resolution_A
+    assert torch.allclose(default, chunked, atol=1e-4, equal_nan=True)
 
 
 # --- local filtering ----------------------------------------------------------------------------
@@ -252,6 +355,23 @@ def test_cli_local_res_end_to_end(half_map_files):
     assert summary["bfactor_mode"] == "given" and summary["bfactor_A2"] == 0.0
     assert summary["local_resolution_A"]["region"] == "whole box" and summary["local_resolution_A"]["n_voxels"] == CLI_N**3
     assert summary["global_fsc_curve"] == "unmasked FSC" and summary["outside_mask_value_A"] is None
+    assert summary["crossing"] == "interpolated" and summary["randomize_at_A"] is None and summary["randomization_seed"] is None
+
+
+def test_cli_local_res_relion_like_options_reach_the_json_and_the_map(half_map_files):
+    from cryolab.cli import main
+    from cryolab.io import read_mrc
+
+    folder, a, b, mask = half_map_files
+    out = folder / "relionlike"
+    assert main(["local-res", str(folder / "half1.mrc"), str(folder / "half2.mrc"), "--mask", str(folder / "mask.mrc"),
+                 "--window-A", "24", "--randomize-at-A", "8", "--crossing", "last-above", "--bfactor", "0", "-o", str(out)]) == 0
+    summary = json.loads((out / "local_resolution.json").read_text())
+    assert summary["randomize_at_A"] == 8.0 and summary["randomize_from_window_shell"] == 3
+    assert summary["crossing"] == "last_above" and summary["randomization_seed"] == 0
+    expected = local_resolution(a, b, CLI_PIXEL, mask=mask, window_A=24.0, randomize_at_A=8.0, crossing="last_above", seed=0)
+    inside = expected.inside.numpy()
+    assert np.allclose(read_mrc(out / "local_resolution.mrc").data[inside], expected.resolution_A.numpy()[inside], atol=1e-3)
 
 
 @pytest.mark.parametrize(
@@ -263,6 +383,7 @@ def test_cli_local_res_end_to_end(half_map_files):
         ("half2.mrc", ["--window-A", "8"], "at least 6"),
         ("half2.mrc", ["--mask", "mask_other_box.mrc"], "mask has shape"),
         ("half2.mrc", ["--threshold", "1.5"], "--threshold"),
+        ("half2.mrc", ["--randomize-at-A", "1"], "randomize_at_A must be"),
     ],
 )
 def test_cli_local_res_bad_input_is_one_line_exit_2_and_no_output(half_map_files, capsys, second, extra, message):

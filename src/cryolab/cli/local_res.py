@@ -3,8 +3,14 @@
 As blocres and relion_postprocess --locres: around points of a grid --step-voxels apart (inside
 --mask), both half maps are seen through the same soft spherical window of --window-A Å; the
 FSC of the two windows crosses --threshold (0.143 by default, RELION's choice for half maps) at
-that point's local resolution, interpolated between shells; the grid is interpolated
-trilinearly to every voxel. The average of the half maps, sharpened by --bfactor (fitted on the
+that point's local resolution, interpolated between shells (--crossing last-above: RELION's
+last-shell rule on the window's shells, coarser by half a window shell on average); the grid is
+interpolated trilinearly to every voxel. With --randomize-at-A, each local FSC is corrected for
+the window's own correlation as relion_postprocess --locres does: the phases of both half maps
+are randomised beyond that resolution (seed 0, so the result is the same on every run) and the
+same windows of the randomised maps give the FSC that Chen et al.'s formula removes. Off by
+default: cryolab removes each window's mean and uses a soft window, so the correction changes
+the local resolution little (benchmarks/local_resolution.py). The average of the half maps, sharpened by --bfactor (fitted on the
 Guinier plot, as cryolab postprocess, by default), is then low-pass filtered at ten resolutions
 spanning the local range, and each voxel blends the two that bracket its local resolution.
 
@@ -21,7 +27,8 @@ Writes into the output folder:
                            color sample #1 map #2 palette rainbow
   local_filtered.mrc       the sharpened average filtered at the local resolution
   local_resolution.json    min / median / max local resolution inside the mask (Å), window,
-                           grid step, threshold, the global FSC resolution and the B-factor
+                           grid step, threshold, crossing rule, phase randomisation (Å, seed;
+                           null when off), the global FSC resolution and the B-factor
   local_resolution_histogram.png   histogram of local resolution inside the mask
   local_resolution_slices.png      central slices: map and local resolution side by side
   index.html               the figures with captions
@@ -29,12 +36,16 @@ Writes into the output folder:
 Examples:
   cryolab local-res half1.mrc half2.mrc --mask mask.mrc -o locres
   cryolab local-res half1.mrc half2.mrc --mask mask.mrc --window-A 25 --bfactor 0 -o locres_plain
+  cryolab local-res half1.mrc half2.mrc --mask mask.mrc --randomize-at-A 25 --crossing last-above -o locres_relionlike
 """
 
 from __future__ import annotations
 
 from cryolab.cli.fsc import add_half_map_args
 from cryolab.cli.postprocess import parse_bfactor
+
+RANDOMIZATION_SEED = 0
+"""Seed of the random phases of --randomize-at-A: the same maps give the same local resolution."""
 
 
 def add_args(parser) -> None:
@@ -47,6 +58,12 @@ def add_args(parser) -> None:
                         help="spacing in voxels of the grid where the FSC is computed (default 3)")
     parser.add_argument("--threshold", type=float, default=0.143, metavar="FSC",
                         help="FSC threshold (dimensionless) of the local and global resolution (default 0.143)")
+    parser.add_argument("--crossing", choices=("interpolated", "last-above"), default="interpolated",
+                        help="local crossing: 'interpolated' (default) between the window's shells, or 'last-above', RELION's "
+                             "last shell above the threshold (coarser by half a window shell on average)")
+    parser.add_argument("--randomize-at-A", type=float, metavar="Å",
+                        help="correct each local FSC by phase randomisation beyond this resolution in Å, as relion_postprocess "
+                             "--locres_randomize_at (RELION's default 25 Å); default: no correction")
     parser.add_argument("--pixel-size", type=float, metavar="Å", help="pixel size in Å; overrides the map headers")
     parser.add_argument("--bfactor", type=parse_bfactor, default="auto", metavar="auto|Å²",
                         help="'auto' (default): fit the B-factor on the Guinier plot as cryolab postprocess; or a B-factor "
@@ -78,7 +95,8 @@ def main(args, out) -> None:
     window_A = args.window_A if args.window_A is not None else min(20, n) * pixel_size_A
 
     local = local_resolution(map_a, map_b, pixel_size_A, mask=mask, window_A=window_A, step_voxels=args.step_voxels,
-                             threshold=args.threshold, show_progress=True)
+                             threshold=args.threshold, crossing=args.crossing.replace("-", "_"),
+                             randomize_at_A=args.randomize_at_A, seed=RANDOMIZATION_SEED, show_progress=True)
     # The global resolution and the sharpened average, as cryolab postprocess computes them (no FSC
     # weighting and no final low-pass: the local filter takes their place).
     post = postprocess(map_a, map_b, pixel_size_A, mask=mask, b_factor_A2=args.bfactor, fsc_weighting=False, lowpass_A=None)
@@ -102,7 +120,10 @@ def main(args, out) -> None:
         "window_voxels": local.window_voxels,
         "step_voxels": local.step_voxels,
         "threshold": local.threshold,
-        "crossing": "interpolated between shells of the window",
+        "crossing": local.crossing,
+        "randomize_at_A": local.randomize_at_A,
+        "randomize_from_window_shell": local.randomize_from_window_shell,
+        "randomization_seed": RANDOMIZATION_SEED if local.randomize_at_A is not None else None,
         "local_resolution_A": {"min": clean(values.min()), "median": clean(float(np.median(values))), "max": clean(values.max()),
                                "n_voxels": int(values.size), "region": "mask >= 0.5" if mask is not None else "whole box"},
         "global_resolution_A": clean(global_res.interpolated_resolution_A),
@@ -167,6 +188,9 @@ def _figures(out, average, local, values, summary) -> None:
                f"({local.window_voxels} voxels) around points {local.step_voxels} voxels apart, interpolated to every voxel."),
         facts=[("median local resolution", f"{stats['median']} Å"), ("range", f"{stats['min']} – {stats['max']} Å"),
                ("global FSC resolution", f"{global_A} Å"), ("window", f"{local.window_A:g} Å"),
+               ("crossing", local.crossing),
+               ("phase-randomisation correction",
+                f"beyond {local.randomize_at_A:g} Å" if local.randomize_at_A is not None else "none"),
                ("B-factor applied before filtering", f"{summary['bfactor_A2']} Å² ({summary['bfactor_mode']})")],
         files=[("local_resolution.mrc", "local resolution in Å per voxel (colour a surface by it in ChimeraX)"),
                ("local_filtered.mrc", "the sharpened average filtered at its local resolution"),

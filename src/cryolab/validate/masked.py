@@ -69,15 +69,15 @@ def randomization_shell(fsc_unmasked, *, randomize_at_fsc: float = 0.8) -> int:
 def phase_randomization_correction(fsc_masked, fsc_randomized_masked, randomize_from_shell: int) -> torch.Tensor:
     """``(FSC_t - FSC_n) / (1 - FSC_n)`` for shells ``>= randomize_from_shell + 2``; ``FSC_t`` below.
 
-    Shell 0 of either curve, if not positive, is set to 1 first (a map with zero mean can give
-    an FSC of -1 at the origin; RELION does the same). Where ``FSC_n`` is 1 the result is 0.
+    ``fsc_masked`` and ``fsc_randomized_masked`` are ``(..., n_shells)`` curves whose leading
+    dimensions broadcast (one curve each, or one per local window). Shell 0 of either curve, if
+    not positive, is set to 1 first (a map with zero mean can give an FSC of -1 at the origin;
+    RELION does the same). Where ``FSC_n`` is 1 the result is 0.
     """
-    fsc_t = as_tensor(fsc_masked).clone()
-    fsc_n = as_tensor(fsc_randomized_masked).clone()
-    if fsc_t[0] <= 0:
-        fsc_t[0] = 1.0
-    if fsc_n[0] <= 0:
-        fsc_n[0] = 1.0
+    fsc_t, fsc_n = torch.broadcast_tensors(as_tensor(fsc_masked), as_tensor(fsc_randomized_masked))
+    fsc_t, fsc_n = fsc_t.clone(), fsc_n.clone()
+    for curve in (fsc_t, fsc_n):
+        curve[..., 0] = torch.where(curve[..., 0] <= 0, torch.ones_like(curve[..., 0]), curve[..., 0])
     shells = torch.arange(fsc_t.shape[-1], device=fsc_t.device)
     denominator = 1.0 - fsc_n
     safe = torch.where(denominator.abs() > 1e-12, denominator, torch.ones_like(denominator))
